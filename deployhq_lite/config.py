@@ -1,0 +1,192 @@
+"""Configuration: a TOML file plus ``DEPLOYHQ_LITE_*`` environment overrides.
+
+The file is ``--config``, else ``$DEPLOYHQ_LITE_CONFIG``, else ``./deployhq-lite.toml``.
+Nested keys are overridden with ``__``: ``DEPLOYHQ_LITE_PROJECTS__WEBSITE__BRANCH=live``.
+Relative paths (``state_dir``, ``repository``, ``root``) are relative to the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from .errors import ConfigError, UnknownNameError
+
+ENV_PREFIX = "DEPLOYHQ_LITE_"
+DEFAULT_CONFIG_NAME = "deployhq-lite.toml"
+_NAMESPACE = uuid.UUID("6f2b8c1e-4d0a-5b7e-9c3f-1a2b3c4d5e6f")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    name: str = ""
+    protocol_type: Literal["local"] = "local"
+    root: Path
+    enabled: bool = True
+
+
+class ProjectConfig(_Model):
+    name: str = ""
+    repository: Path
+    branch: str = "main"
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    state_dir: Path = Path(".deployhq-lite")
+    projects: dict[str, ProjectConfig] = Field(default_factory=dict)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (the file arrives as init kwargs).
+        return (env_settings, init_settings)
+
+    def get_project(self, permalink: str) -> ProjectConfig:
+        try:
+            return self.projects[permalink]
+        except KeyError:
+            raise UnknownNameError("project", permalink, self.projects) from None
+
+    def get_server(self, project: str, server: str) -> ServerConfig:
+        servers = self.get_project(project).servers
+        try:
+            return servers[server]
+        except KeyError:
+            raise UnknownNameError(f"server in project {project!r}", server, servers) from None
+
+    def find_server(self, project: str, server: str) -> ServerConfig | None:
+        found = self.projects.get(project)
+        return found.servers.get(server) if found else None
+
+
+def project_identifier(permalink: str) -> str:
+    """A stable UUID for a project, derived from its permalink."""
+    return str(uuid.uuid5(_NAMESPACE, f"project/{permalink}"))
+
+
+def server_identifier(project: str, server: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"server/{project}/{server}"))
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    return Path(from_env) if from_env else Path(DEFAULT_CONFIG_NAME)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the TOML file and the environment; raise ``ConfigError`` with one clear line."""
+    config_path = find_config_path(path)
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{config_path}: config file not found (pass --config FILE or set "
+            f"{ENV_PREFIX}CONFIG; `deployhq-lite demo` needs none)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: cannot read config file: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: invalid TOML: {exc}") from None
+    return build_settings(raw, config_path)
+
+
+def build_settings(raw: dict[str, Any], config_path: Path | None = None) -> Settings:
+    """Validate a config mapping (env overrides applied) and resolve relative paths."""
+    where = str(config_path) if config_path else "config"
+    env_only = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+    env_only.pop(f"{ENV_PREFIX}CONFIG", None)
+    try:
+        settings = _without_env_key("CONFIG", lambda: Settings(**raw))
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc, bool(env_only))}") from None
+    base = config_path.resolve().parent if config_path else Path.cwd()
+    return _resolve_paths(settings, base, config_path)
+
+
+def _without_env_key(key: str, build: Any) -> Settings:
+    # DEPLOYHQ_LITE_CONFIG names the file; it is not a setting.
+    saved = os.environ.pop(f"{ENV_PREFIX}{key}", None)
+    try:
+        return build()  # type: ignore[no-any-return]
+    finally:
+        if saved is not None:
+            os.environ[f"{ENV_PREFIX}{key}"] = saved
+
+
+def _describe(exc: ValidationError, has_env: bool) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        text = f"unknown key {key!r}"
+    elif kind == "missing":
+        text = f"missing required key {key!r}"
+    else:
+        text = f"{key}: {err['msg']} (got {err.get('input')!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    if has_env:
+        text += f"; {ENV_PREFIX}* environment overrides apply too"
+    return text
+
+
+def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> Settings:
+    def absolute(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else base / p
+
+    projects = {
+        key: project.model_copy(
+            update={
+                "name": project.name or key,
+                "repository": absolute(project.repository),
+                "servers": {
+                    skey: server.model_copy(
+                        update={"name": server.name or skey, "root": absolute(server.root)}
+                    )
+                    for skey, server in project.servers.items()
+                },
+            }
+        )
+        for key, project in settings.projects.items()
+    }
+    return settings.model_copy(
+        update={
+            "state_dir": absolute(settings.state_dir),
+            "projects": projects,
+            "config_path": config_path,
+        }
+    )

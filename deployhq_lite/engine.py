@@ -1,0 +1,222 @@
+"""The Engine: owns settings, the history, the snapshot store, repositories and transports.
+
+>>> with Engine("deployhq-lite.toml") as engine:          # doctest: +SKIP
+...     done = engine.deploy("website", "production")
+...     engine.rollback("website", done.identifier, mode="preview")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from . import config as config_module
+from .errors import ConfigError, RepositoryError, UnknownNameError
+from .log import get_logger
+from .records import Deployment, DeploymentMode, FileOutcome, HookEvent, Preview
+
+if TYPE_CHECKING:
+    from . import git
+    from .config import Settings
+    from .deployments import ProgressCallback
+    from .store import History, SnapshotStore
+    from .transports import Transport
+
+Hook = Callable[[HookEvent], object]
+Hooks = Mapping[str, Hook | Iterable[Hook]]
+
+log = get_logger(__name__)
+
+
+class Engine:
+    """Use as a context manager; every method may raise a ``DeployHQLiteError``."""
+
+    def __init__(
+        self,
+        settings: Settings | str | os.PathLike[str] | None = None,
+        *,
+        hooks: Hooks | None = None,
+    ) -> None:
+        if settings is None or isinstance(settings, str | os.PathLike):
+            settings = config_module.load_settings(settings)
+        self.settings: Settings = settings
+        self._hooks: dict[str, list[Hook]] = {}
+        for event, fns in (hooks or {}).items():
+            self._hooks[event] = [fns] if callable(fns) else list(fns)
+        self._sources: dict[str, git.Repository] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for repo in self._sources.values():
+            repo.close()
+        self._sources.clear()
+        if "history" in self.__dict__:
+            self.history.close()
+        if "snapshots" in self.__dict__:
+            self.snapshots.close()
+
+    # -- owned resources ---------------------------------------------------------------------
+
+    @cached_property
+    def state_dir(self) -> Path:
+        path = self.settings.state_dir
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"state_dir {path}: cannot create it ({exc.strerror})") from None
+        return path
+
+    @cached_property
+    def history(self) -> History:
+        from .store import History
+
+        return History(self.state_dir / "history.sqlite3")
+
+    @cached_property
+    def snapshots(self) -> SnapshotStore:
+        from .store import SnapshotStore
+
+        return SnapshotStore(self.state_dir / "snapshots.git")
+
+    def source(self, project: str) -> git.Repository:
+        """The project's git repository, opened once and readable from the snapshot store."""
+        if project not in self._sources:
+            from . import git
+
+            path = self.settings.get_project(project).repository
+            try:
+                repo = git.Repository(path)
+            except RepositoryError:
+                where = self.settings.config_path or "config"
+                raise ConfigError(
+                    f"{where}: projects.{project}.repository: {path} is not a git repository"
+                ) from None
+            self.snapshots.attach(repo)
+            self._sources[project] = repo
+        return self._sources[project]
+
+    def transport(self, project: str, server: str) -> Transport:
+        from .transports import open_transport
+
+        return open_transport(self.settings.get_server(project, server), label=f"{project}/{server}")
+
+    def server_identifier(self, project: str, server: str) -> str:
+        return config_module.server_identifier(project, server)
+
+    def emit(self, event: str, deployment: Deployment, **fields: Any) -> None:
+        for hook in self._hooks.get(event, ()):
+            try:
+                hook(HookEvent(event, deployment, **fields))
+            except Exception as exc:  # a hook must not break a deployment
+                log.warning("hook.failed", hook_event=event, error=repr(exc))
+
+    # -- history ------------------------------------------------------------------------------
+
+    def get_deployment(self, project: str, identifier: str) -> Deployment:
+        """A deployment of ``project`` by identifier (or a unique prefix of at least 6)."""
+        self.settings.get_project(project)
+        found = self.history.find(identifier)
+        if found is None and len(identifier) >= 6:
+            matches = [d for d in self.history.list(project, limit=10_000)
+                       if d.identifier.startswith(identifier)]
+            found = matches[0] if len(matches) == 1 else None
+        if found is None or found.project != project:
+            recent = [d.identifier for d in self.history.list(project, limit=5)]
+            raise UnknownNameError(f"deployment in project {project!r}", identifier, recent)
+        return found
+
+    def list_deployments(
+        self, project: str, server: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[Deployment]:
+        self.settings.get_project(project)
+        if server is not None:
+            self.settings.get_server(project, server)
+        return self.history.list(project, server, limit=limit, offset=offset)
+
+    def file_changes(self, identifier: str) -> list[FileOutcome]:
+        return self.history.outcomes(identifier)
+
+    # -- the DeployHQ model ----------------------------------------------------------------------
+
+    def deploy(
+        self,
+        project: str,
+        server: str,
+        *,
+        revision: str | None = None,
+        break_lock: bool = False,
+        override_marker: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> Deployment:
+        """Deploy ``revision`` (default: the branch head) and wait for it to finish."""
+        from . import deployments
+
+        deployment = deployments.create_deployment(self, project, server, revision=revision)
+        return deployments.run_deployment(
+            self,
+            deployment,
+            break_lock=break_lock,
+            override_marker=override_marker,
+            on_progress=on_progress,
+        )
+
+    def preview(self, project: str, server: str, *, revision: str | None = None) -> Preview:
+        """The file changes deploying ``revision`` would make; nothing is written."""
+        from . import deployments
+
+        deployment = deployments.create_deployment(
+            self, project, server, revision=revision, mode=DeploymentMode.PREVIEW
+        )
+        return deployments.run_preview(self, deployment)
+
+    def rollback(
+        self,
+        project: str,
+        deployment: str,
+        *,
+        mode: str | DeploymentMode = DeploymentMode.QUEUE,
+        copy_config_files: bool = True,
+        run_build_commands: bool = True,
+        break_lock: bool = False,
+        override_marker: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> Deployment:
+        """Roll the server back to ``deployment``; ``mode="preview"`` only lists the changes."""
+        from . import deployments
+
+        mode = DeploymentMode(mode)
+        created = deployments.create_rollback(
+            self,
+            project,
+            deployment,
+            mode=mode,
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
+        )
+        if mode is DeploymentMode.PREVIEW:
+            return deployments.run_preview(self, created).deployment
+        return deployments.run_deployment(
+            self,
+            created,
+            break_lock=break_lock,
+            override_marker=override_marker,
+            on_progress=on_progress,
+        )
+
+    def get_preview(self, project: str, identifier: str) -> Preview:
+        deployment = self.get_deployment(project, identifier)
+        return Preview(deployment, tuple(self.history.outcomes(deployment.identifier)))

@@ -1,0 +1,149 @@
+"""The exception tree. Every error a user can see is one of these; ``str()`` is the message.
+
+::
+
+    DeployHQLiteError
+    ├── ConfigError (ValueError)                 exit 2
+    │   └── UnknownNameError (KeyError)
+    ├── RepositoryError                          exit 1
+    │   ├── RevisionNotFoundError
+    │   └── UnsafePathError
+    ├── RefusedError                             exit 3, nothing was written
+    │   ├── DeploymentLockedError
+    │   ├── MarkerMismatchError
+    │   ├── RollbackNotAllowedError              exact DeployHQ messages
+    │   └── ReleaseRollbackNotAllowedError
+    ├── DeploymentError                          started and did not finish
+    ├── TransportError                           carries ``server`` and ``path``
+    │   ├── ConnectError
+    │   │   ├── AuthenticationError
+    │   │   └── HostKeyError
+    │   ├── RemotePathError
+    │   ├── PathOutsideRootError
+    │   └── TransportStateError
+    └── StoreError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class DeployHQLiteError(Exception):
+    """Root of every error deployhq_lite raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(DeployHQLiteError, ValueError):
+    """The configuration file or environment is wrong."""
+
+    exit_code = 2
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A project, server or deployment name that does not exist; lists the known ones."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        names = sorted(known)
+        listing = ", ".join(names) if names else "none configured"
+        super().__init__(f"unknown {kind} {name!r} (known: {listing})")
+        self.kind = kind
+        self.name = name
+        self.known = tuple(names)
+
+    def __str__(self) -> str:  # KeyError would add quotes
+        return self.message
+
+
+class RepositoryError(DeployHQLiteError):
+    """The git repository cannot be read or holds something we refuse to deploy."""
+
+
+class RevisionNotFoundError(RepositoryError):
+    def __init__(self, spec: str, repository: str) -> None:
+        super().__init__(f"revision {spec!r} not found in repository {repository}")
+        self.spec = spec
+        self.repository = repository
+
+
+class UnsafePathError(RepositoryError):
+    """A tree path that could escape the server root or clobber our own files."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"refusing to deploy unsafe path {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RefusedError(DeployHQLiteError):
+    """An expected refusal: the request was understood and nothing was written."""
+
+    exit_code = 3
+
+
+class DeploymentLockedError(RefusedError):
+    pass
+
+
+class MarkerMismatchError(RefusedError):
+    pass
+
+
+class RollbackNotAllowedError(RefusedError):
+    """Messages are DeployHQ's, exactly (see ``deployments.ROLLBACK_*``)."""
+
+
+class ReleaseRollbackNotAllowedError(RefusedError):
+    pass
+
+
+class DeploymentError(DeployHQLiteError):
+    """A deployment started and did not finish; the server marker did not move."""
+
+    def __init__(self, message: str, *, identifier: str, failed_path: str | None = None) -> None:
+        super().__init__(message)
+        self.identifier = identifier
+        self.failed_path = failed_path
+
+
+class TransportError(DeployHQLiteError):
+    def __init__(self, message: str, *, server: str = "", path: str | None = None) -> None:
+        super().__init__(message)
+        self.server = server
+        self.path = path
+
+
+class ConnectError(TransportError):
+    pass
+
+
+class AuthenticationError(ConnectError):
+    pass
+
+
+class HostKeyError(ConnectError):
+    pass
+
+
+class RemotePathError(TransportError):
+    pass
+
+
+class PathOutsideRootError(TransportError):
+    pass
+
+
+class TransportStateError(TransportError):
+    pass
+
+
+class StoreError(DeployHQLiteError):
+    pass

@@ -1,0 +1,242 @@
+"""Git plumbing. The only module that imports pygit2.
+
+Revisions, trees and blobs are passed around as hex strings so that nothing above
+this module depends on pygit2 types.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from .errors import RepositoryError, RevisionNotFoundError, StoreError
+
+MODE_FILE = 0o100644
+MODE_EXECUTABLE = 0o100755
+MODE_SYMLINK = 0o120000
+MODE_GITLINK = 0o160000
+MODE_TREE = 0o040000
+
+_DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    oid: str
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawDelta:
+    """One side-by-side difference; ``None`` means absent on that side."""
+
+    path: str
+    old: RawEntry | None
+    new: RawEntry | None
+
+
+class Repository:
+    """A git repository (bare or not), opened read-mostly."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        try:
+            self._repo = pygit2.Repository(self.path)
+        except (pygit2.GitError, KeyError) as exc:
+            raise RepositoryError(f"{self.path} is not a git repository ({exc})") from None
+
+    @classmethod
+    def init_bare(cls, path: str | os.PathLike[str]) -> Repository:
+        if not Path(path, "HEAD").exists():
+            try:
+                pygit2.init_repository(str(path), bare=True)
+            except pygit2.GitError as exc:
+                raise StoreError(f"cannot create snapshot store at {path}: {exc}") from None
+        return cls(path)
+
+    # -- revisions -----------------------------------------------------------------
+
+    def resolve(self, spec: str) -> str:
+        """Any revision spec (sha, short sha, branch, tag, ``HEAD~2``) to a full revision."""
+        if not spec or spec.startswith("-") or "\0" in spec:
+            raise RevisionNotFoundError(spec, self.path)
+        try:
+            obj = self._repo.revparse_single(spec)
+            commit = obj.peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            raise RevisionNotFoundError(spec, self.path) from None
+        return str(commit.id)
+
+    def tree_of(self, revision: str) -> str:
+        try:
+            return str(self._repo[revision].peel(pygit2.Tree).id)
+        except (KeyError, ValueError, pygit2.GitError):
+            raise RevisionNotFoundError(revision, self.path) from None
+
+    # -- objects ---------------------------------------------------------------------
+
+    def add_alternate(self, other: Repository) -> None:
+        """Make ``other``'s objects readable from this repository (in memory only)."""
+        objects = Path(other._repo.path, "objects")
+        self._repo.odb.add_disk_alternate(str(objects))
+
+    def has_object(self, oid: str) -> bool:
+        return pygit2.Oid(hex=oid) in self._repo.odb
+
+    def read_blob(self, oid: str) -> bytes:
+        try:
+            return bytes(self._repo.odb.read(oid)[1])
+        except KeyError:
+            raise RepositoryError(f"object {oid} missing from {self.path}") from None
+
+    def write_blob(self, data: bytes) -> str:
+        return str(self._repo.create_blob(data))
+
+    def diff_trees(self, old_tree: str | None, new_tree: str | None) -> Iterator[RawDelta]:
+        """Deltas between two trees (``None`` is the empty tree), exact renames only."""
+        if old_tree == new_tree:
+            return
+        if new_tree is None:
+            assert old_tree is not None
+            deltas = self._tree(old_tree).diff_to_tree(flags=_DIFF_FLAGS, swap=False)
+            for d in deltas.deltas:
+                # old_tree vs empty: pygit2 reports them as deleted
+                yield _raw(d)
+            return
+        new = self._tree(new_tree)
+        diff = (
+            new.diff_to_tree(flags=_DIFF_FLAGS, swap=True)
+            if old_tree is None
+            else self._tree(old_tree).diff_to_tree(new, flags=_DIFF_FLAGS)
+        )
+        for d in diff.deltas:
+            yield _raw(d)
+
+    def walk_tree(self, tree: str) -> Iterator[tuple[str, RawEntry]]:
+        """Every non-tree entry below ``tree``, with its path."""
+        stack: list[tuple[str, pygit2.Tree]] = [("", self._tree(tree))]
+        while stack:
+            prefix, node = stack.pop()
+            for item in node:
+                path = prefix + item.name
+                if item.filemode == MODE_TREE:
+                    stack.append((path + "/", self._repo[item.id]))
+                else:
+                    yield path, RawEntry(str(item.id), item.filemode)
+
+    def tree_entry(self, tree: str, path: str) -> RawEntry | None:
+        try:
+            item = self._tree(tree)[path]
+        except (KeyError, ValueError):
+            return None
+        if item.filemode == MODE_TREE:
+            return None
+        return RawEntry(str(item.id), item.filemode)
+
+    def build_tree(self, entries: Iterable[tuple[str, RawEntry]]) -> str:
+        """Write a tree (and its subtrees) from ``path -> entry`` pairs; return its id."""
+        index = pygit2.Index()
+        for path, entry in entries:
+            index.add(pygit2.IndexEntry(path, pygit2.Oid(hex=entry.oid), entry.mode))
+        return str(index.write_tree(self._repo))
+
+    def subtree_ids(self, tree: str, paths: Iterable[str]) -> set[str]:
+        """The ids of ``tree`` and of every tree on the way to each of ``paths``."""
+        root = self._tree(tree)
+        found = {str(root.id)}
+        seen_dirs: set[str] = set()
+        for path in paths:
+            parts = path.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory in seen_dirs:
+                    continue
+                seen_dirs.add(directory)
+                try:
+                    item = root[directory]
+                except KeyError:
+                    break
+                if item.filemode != MODE_TREE:
+                    break
+                found.add(str(item.id))
+        return found
+
+    def import_packs(self, source: Repository) -> int:
+        """Hard-link (or copy) ``source``'s pack files into this repository; return how many.
+
+        Pack files are immutable and content-addressed, so a link is a real copy: when
+        the source later repacks or prunes, our link keeps the objects.
+        """
+        src_dir = Path(source._repo.path, "objects", "pack")
+        dst_dir = Path(self._repo.path, "objects", "pack")
+        linked = 0
+        for pack in sorted(src_dir.glob("pack-*.pack")):
+            index = pack.with_suffix(".idx")
+            if (dst_dir / index.name).exists() or not index.exists():
+                continue
+            for src in (pack, index):  # the index last: it makes the pack visible
+                _link_or_copy(src, dst_dir / src.name)
+            linked += 1
+        return linked
+
+    def missing_objects(self, oids: Iterable[str]) -> list[str]:
+        odb = self._repo.odb
+        return [oid for oid in oids if pygit2.Oid(hex=oid) not in odb]
+
+    def copy_objects(self, oids: Iterable[str], source: Repository) -> int:
+        """Write each object read from ``source`` into this repository (as loose objects)."""
+        count = 0
+        for oid in oids:
+            obj = source._repo.odb.read(oid)
+            self._repo.odb.write(obj[0], obj[1])
+            count += 1
+        return count
+
+    # -- refs and commits ----------------------------------------------------------------
+
+    def commit_tree(self, tree: str, message: str) -> str:
+        """A parentless commit of ``tree`` (store only); the signature is fixed."""
+        sig = pygit2.Signature("deployhq-lite", "deployhq-lite@localhost", 0, 0)
+        return str(self._repo.create_commit(None, sig, sig, message, pygit2.Oid(hex=tree), []))
+
+    def set_ref(self, name: str, oid: str) -> None:
+        self._repo.references.create(name, pygit2.Oid(hex=oid), force=True)
+
+    def find_ref(self, name: str) -> str | None:
+        ref = self._repo.references.get(name)
+        return None if ref is None else str(ref.target)
+
+    def close(self) -> None:
+        self._repo.free()
+
+    def _tree(self, oid: str) -> pygit2.Tree:
+        try:
+            return self._repo[oid].peel(pygit2.Tree)
+        except (KeyError, ValueError) as exc:
+            raise RepositoryError(f"tree {oid} missing from {self.path} ({exc})") from None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _raw(delta: pygit2.DiffDelta) -> RawDelta:
+    status = delta.status
+    old = None if status == pygit2.enums.DeltaStatus.ADDED else _side(delta.old_file)
+    new = None if status == pygit2.enums.DeltaStatus.DELETED else _side(delta.new_file)
+    return RawDelta(delta.new_file.path if new else delta.old_file.path, old, new)
+
+
+def _side(f: pygit2.DiffFile) -> RawEntry:
+    return RawEntry(str(f.id), int(f.mode))

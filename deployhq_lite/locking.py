@@ -1,0 +1,70 @@
+"""One deployment at a time per server: a lock row with owner and time in the history."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import DeploymentLockedError
+from .log import get_logger
+from .records import utcnow
+from .store import History, LockRecord
+
+log = get_logger(__name__)
+
+
+def owner_label() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _looks_stale(owner: str) -> bool:
+    """True when the owner ran on this host and its process is gone."""
+    host_pid = owner.rpartition("@")[2]
+    host, _, pid = host_pid.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@contextmanager
+def server_lock(
+    history: History, server_key: str, deployment: str, *, break_lock: bool = False
+) -> Iterator[LockRecord | None]:
+    """Hold the server's lock for the block; yields the holder that was pushed aside, if any."""
+    mine = LockRecord(server_key, deployment, owner_label(), utcnow())
+    acquired, holder = history.try_lock(mine, steal=break_lock)
+    if not acquired:
+        assert holder is not None
+        stale = " (its process is gone: the lock looks stale)" if _looks_stale(holder.owner) else ""
+        raise DeploymentLockedError(
+            f"server {server_key} is locked by deployment {holder.deployment} "
+            f"({holder.owner}) since {holder.acquired_at}{stale}; if that deployment is "
+            "no longer running, re-run with --break-lock"
+        )
+    if holder is not None:
+        log.warning(
+            "lock.broken",
+            server=server_key,
+            previous_deployment=holder.deployment,
+            previous_owner=holder.owner,
+            since=holder.acquired_at,
+        )
+    log.debug("lock.acquired", server=server_key, deployment=deployment)
+    try:
+        yield holder
+    finally:
+        history.unlock(server_key, deployment)
+        log.debug("lock.released", server=server_key, deployment=deployment)

@@ -1,0 +1,103 @@
+"""Logging: structlog key-value events, secrets redacted.
+
+``get_logger()`` returns a light proxy so that importing the engine does not import
+structlog (about 0.15 s of start-up). When the CLI has set a threshold with
+:func:`configure` and an event is below it, structlog is never imported. Library
+users who never call :func:`configure` get every event forwarded to structlog, whose
+configuration is theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+SECRET_KEYS = frozenset(
+    {"password", "passphrase", "key_passphrase", "api_key", "secret", "token", "authorization"}
+)
+REDACTED = "[redacted]"
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_threshold: int | None = None
+_format: str | None = None  # set by configure(); structlog is set up on first use
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: blank out values whose key names a secret."""
+    for key in list(event_dict):
+        if key.lower() in SECRET_KEYS or key.lower().endswith(("_password", "_secret")):
+            event_dict[key] = REDACTED
+    return event_dict
+
+
+class _Logger:
+    __slots__ = ("_bound", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._bound: Any = None
+
+    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if _threshold is not None and _LEVELS[level] < _threshold:
+            return
+        if self._bound is None:
+            self._bound = _structlog().get_logger(self._name)
+        getattr(self._bound, level)(event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+
+def get_logger(name: str = "deployhq_lite") -> _Logger:
+    return _Logger(name)
+
+
+def configure(*, level: str = "warning", fmt: str = "console") -> None:
+    """Called by the CLI only: events at ``level`` and above go to stderr, secrets redacted."""
+    global _threshold, _format
+    _threshold = _LEVELS[level]
+    _format = fmt
+    if "structlog" in sys.modules:
+        _apply_config(sys.modules["structlog"])
+
+
+def _structlog() -> Any:
+    import structlog
+
+    if _format is not None and not getattr(structlog, "_dhq_configured", False):
+        _apply_config(structlog)
+    return structlog
+
+
+def _apply_config(structlog: Any) -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if _format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_threshold or logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    structlog._dhq_configured = True

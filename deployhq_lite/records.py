@@ -1,0 +1,142 @@
+"""Value objects for history: deployments and their per-file outcomes (frozen, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class DeploymentStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PREVIEW_PENDING = "preview_pending"
+    PREVIEWED = "previewed"
+
+
+class DeploymentMode(StrEnum):
+    QUEUE = "queue"
+    PREVIEW = "preview"
+
+
+class OutcomeStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    PREVIEWED = "previewed"
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutcome:
+    path: str
+    change: str  # a ChangeKind value
+    status: OutcomeStatus = OutcomeStatus.PENDING
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "change": self.change}
+        if self.status is not OutcomeStatus.PREVIEWED:
+            out["status"] = self.status.value
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One deployment run (a rollback is one too), as kept in the history."""
+
+    identifier: str
+    project: str
+    project_name: str
+    server: str
+    server_name: str
+    server_identifier: str
+    protocol_type: str
+    end_revision: str
+    branch: str
+    status: DeploymentStatus
+    mode: DeploymentMode = DeploymentMode.QUEUE
+    start_revision: str | None = None
+    start_deployment: str | None = None
+    end_tree: str | None = None
+    copy_config_files: bool = True
+    run_build_commands: bool = True
+    config_files_only: bool = False
+    rollback_of: str | None = None
+    queued_at: str = field(default_factory=utcnow)
+    started_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+    seq: int = 0
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.rollback_of is not None
+
+    @property
+    def is_preview(self) -> bool:
+        return self.mode is DeploymentMode.PREVIEW
+
+    def to_json(self) -> dict[str, Any]:
+        """DeployHQ's response shape (plus ``rollback_of`` and ``error``)."""
+        return {
+            "identifier": self.identifier,
+            "status": self.status.value,
+            "start_revision": self.start_revision,
+            "end_revision": self.end_revision,
+            "branch": self.branch,
+            "configuration": {
+                "copy_config_files": self.copy_config_files,
+                "run_build_commands": self.run_build_commands,
+            },
+            "timestamps": {
+                "queued_at": _api_time(self.queued_at),
+                "started_at": _api_time(self.started_at),
+                "completed_at": _api_time(self.completed_at),
+            },
+            "servers": [
+                {
+                    "name": self.server_name,
+                    "identifier": self.server_identifier,
+                    "protocol_type": self.protocol_type,
+                }
+            ],
+            "project": {"name": self.project_name, "permalink": self.project},
+            "rollback_of": self.rollback_of,
+            "error": self.error,
+        }
+
+
+def _api_time(value: str | None) -> str | None:
+    """``2025-10-27T10:00:00Z``: seconds precision as in DeployHQ's API."""
+    return None if value is None else value[:19] + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class HookEvent:
+    """What a hook receives: the event name (``deployment.started``...), the deployment,
+    and for file events the path and, when it failed, the error message."""
+
+    name: str
+    deployment: Deployment
+    path: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A deployment in preview mode and the file changes it would make."""
+
+    deployment: Deployment
+    changes: tuple[FileOutcome, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.deployment.to_json(), "changes": [c.to_json() for c in self.changes]}

@@ -1,0 +1,117 @@
+"""Snapshots: immutable ``path -> Entry`` mappings, usually backed by a git tree.
+
+A :class:`TreeSnapshot` reads its tree lazily from a repository (the snapshot store,
+which also sees the source repository's objects); :func:`changes_between` diffs two
+of them with libgit2 in process and falls back to the pure model otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+
+from . import git
+from .changeset import Changeset, Entry, EntryKind, build_changeset, diff
+from .errors import RepositoryError
+
+_KINDS = {
+    git.MODE_FILE: EntryKind.FILE,
+    git.MODE_EXECUTABLE: EntryKind.EXECUTABLE,
+    git.MODE_SYMLINK: EntryKind.SYMLINK,
+    0o100664: EntryKind.FILE,  # old git wrote group-writable files; same thing
+}
+_MODES = {
+    EntryKind.FILE: git.MODE_FILE,
+    EntryKind.EXECUTABLE: git.MODE_EXECUTABLE,
+    EntryKind.SYMLINK: git.MODE_SYMLINK,
+}
+
+
+def entry_from_raw(path: str, raw: git.RawEntry) -> Entry:
+    kind = _KINDS.get(raw.mode)
+    if kind is None:
+        if raw.mode == git.MODE_GITLINK:
+            raise RepositoryError(
+                f"submodule at {path!r} is not supported yet: deploy its files from a "
+                "build step or vendor them into the repository"
+            )
+        raise RepositoryError(f"unsupported git file mode {raw.mode:o} at {path!r}")
+    return Entry(raw.oid, kind)
+
+
+def raw_from_entry(entry: Entry) -> git.RawEntry:
+    return git.RawEntry(entry.blob, _MODES[entry.kind])
+
+
+class Snapshot(Mapping[str, Entry]):
+    """An immutable mapping; ``tree`` is its git tree id when it has one."""
+
+    tree: str | None = None
+
+    def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
+        self._entries = MappingProxyType(dict(entries or {}))
+
+    def __getitem__(self, path: str) -> Entry:
+        return self._entries[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class TreeSnapshot(Snapshot):
+    """A snapshot that is a git tree in ``repo``; entries are read on first use."""
+
+    def __init__(self, repo: git.Repository, tree: str) -> None:
+        self.repo = repo
+        self.tree = tree
+        self._loaded: dict[str, Entry] | None = None
+
+    def _all(self) -> dict[str, Entry]:
+        if self._loaded is None:
+            self._loaded = {
+                path: entry_from_raw(path, raw) for path, raw in self.repo.walk_tree(self.tree)
+            }
+        return self._loaded
+
+    def __getitem__(self, path: str) -> Entry:
+        if self._loaded is None:
+            raw = self.repo.tree_entry(self.tree, path)
+            if raw is None:
+                raise KeyError(path)
+            return entry_from_raw(path, raw)
+        return self._loaded[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+EMPTY = Snapshot()
+
+
+def _tree_of(snapshot: Mapping[str, Entry]) -> str | None:
+    """The tree id, ``""`` for an empty plain snapshot, ``None`` if it has no tree."""
+    if isinstance(snapshot, TreeSnapshot):
+        return snapshot.tree
+    return "" if isinstance(snapshot, Snapshot) and len(snapshot) == 0 else None
+
+
+def changes_between(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> Changeset:
+    """The changeset from ``old`` to ``new``; libgit2 does it when both are trees."""
+    old_tree, new_tree = _tree_of(old), _tree_of(new)
+    repo = next((s.repo for s in (new, old) if isinstance(s, TreeSnapshot)), None)
+    if repo is None or old_tree is None or new_tree is None:
+        return diff(old, new)
+    return build_changeset(
+        (
+            d.path,
+            entry_from_raw(d.path, d.old) if d.old else None,
+            entry_from_raw(d.path, d.new) if d.new else None,
+        )
+        for d in repo.diff_trees(old_tree or None, new_tree or None)
+    )

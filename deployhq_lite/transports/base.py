@@ -1,0 +1,166 @@
+"""The transport contract: the only code that touches a server.
+
+Paths are relative to the server root, POSIX style. ``BaseTransport`` gives the
+lifecycle, the path guard and the default (sequential) batch operations; backends
+implement the single-file primitives and may override the batches to pipeline them.
+Ordering, the revision marker, locking and progress belong to the engine.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from types import TracebackType
+from typing import Literal, Protocol, Self
+
+from ..errors import PathOutsideRootError, TransportError, TransportStateError
+
+RemoteKind = Literal["file", "dir", "symlink", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    kind: RemoteKind
+    size: int
+    mode: int  # permission bits
+    target: str | None = None  # for symlinks
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file or symlink to write; ``read()`` returns its bytes (a symlink's target)."""
+
+    path: str
+    read: Callable[[], bytes]
+    mode: int = 0o644
+    is_symlink: bool = False
+
+
+# Called once per item of a batch with the path and the error (None on success).
+DoneCallback = Callable[[str, TransportError | None], None]
+
+
+class Transport(Protocol):
+    server: str
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def stat(self, path: str) -> RemoteEntry | None: ...
+    def read_file(self, path: str) -> bytes | None: ...
+    def put_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None: ...
+    def put_symlink(self, path: str, target: str) -> None: ...
+    def delete(self, path: str) -> None: ...
+    def make_dirs(self, path: str) -> None: ...
+    def prune_dirs(self, paths: Iterable[str]) -> list[str]: ...
+    def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None: ...
+    def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None: ...
+    def sync(self) -> None: ...
+
+
+def check_relative(path: str, *, allow_root: bool = False) -> PurePosixPath:
+    """Refuse absolute paths, ``..``, NUL and empty components before any backend call."""
+    if path in ("", ".") and allow_root:
+        return PurePosixPath(".")
+    if not path or "\0" in path or path.startswith("/") or "\\" in path:
+        raise PathOutsideRootError(f"path {path!r} is not inside the server root", path=path)
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise PathOutsideRootError(f"path {path!r} is not inside the server root", path=path)
+    return PurePosixPath(path)
+
+
+class BaseTransport(abc.ABC):
+    """Lifecycle (``open`` / ``close`` idempotent, no reopening), guard and batch defaults."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self._state: Literal["new", "open", "closed"] = "new"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise TransportStateError(
+                f"server {self.server}: transport was closed; open a new one", server=self.server
+            )
+        with self._map_errors(""):
+            self._open()
+        self._state = "open"
+
+    def close(self) -> None:
+        if self._state == "open":
+            self._close()
+        self._state = "closed"
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise TransportStateError(
+                f"server {self.server}: transport is not open", server=self.server
+            )
+
+    # -- batches (backends may pipeline these) ----------------------------------------------
+
+    def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None:
+        for upload in uploads:
+            try:
+                if upload.is_symlink:
+                    self.put_symlink(upload.path, upload.read().decode("utf-8", "surrogateescape"))
+                else:
+                    self.put_file(upload.path, upload.read(), mode=upload.mode)
+            except TransportError as exc:
+                on_done(upload.path, exc)
+            else:
+                on_done(upload.path, None)
+
+    def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None:
+        for path in paths:
+            try:
+                self.delete(path)
+            except TransportError as exc:
+                on_done(path, exc)
+            else:
+                on_done(path, None)
+
+    # -- for backends -------------------------------------------------------------------
+
+    @contextmanager
+    def _map_errors(self, path: str) -> Iterator[None]:
+        """Translate backend exceptions into ``TransportError`` subclasses."""
+        try:
+            yield
+        except TransportError:
+            raise
+        except Exception as exc:
+            mapped = self._translate(exc, path)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    @abc.abstractmethod
+    def _translate(self, exc: Exception, path: str) -> TransportError | None:
+        """The ``TransportError`` for a backend exception, or None if it is a bug."""
+
+    @abc.abstractmethod
+    def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...

@@ -1,0 +1,249 @@
+"""A local directory as a server.
+
+Every operation walks from the root with directory file descriptors opened
+``O_NOFOLLOW``, so nothing is ever written through a symlink, even one that already
+sits inside the root and points out of it. Files go to a temp name in their own
+directory and are renamed over the target; durability is one ``syncfs()`` of the
+root's filesystem before the engine writes the marker, not one fsync per file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import stat as st
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import PathOutsideRootError, RemotePathError, TransportError
+from .base import BaseTransport, RemoteEntry, check_relative
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_CACHED_DIRS = 256
+TEMP_SUFFIX = ".dhq-tmp"
+
+
+def temp_name(name: str) -> str:
+    """The temp name for ``name`` in the same directory (stable, so re-runs reuse it)."""
+    tmp = f".{name}{TEMP_SUFFIX}"
+    if len(tmp.encode()) <= 255:
+        return tmp
+    return f".{hashlib.sha256(name.encode()).hexdigest()[:32]}{TEMP_SUFFIX}"
+
+
+class LocalTransport(BaseTransport):
+    def __init__(self, root: str | os.PathLike[str], *, server: str = "local") -> None:
+        super().__init__(server)
+        self.root = Path(root)
+        self._root_fd = -1
+        self._dirs: dict[str, int] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _close(self) -> None:
+        self._forget_dirs("")
+        os.close(self._root_fd)
+        self._root_fd = -1
+
+    # -- primitives ------------------------------------------------------------------------
+
+    def stat(self, path: str) -> RemoteEntry | None:
+        self._require_open()
+        parent, name = _split(path)
+        with self._map_errors(path):
+            dfd = self._dir_fd(parent, create=False)
+            if dfd is None:
+                return None
+            try:
+                info = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            if st.S_ISLNK(info.st_mode):
+                return RemoteEntry("symlink", info.st_size, 0o777, os.readlink(name, dir_fd=dfd))
+            kind = "dir" if st.S_ISDIR(info.st_mode) else "file" if st.S_ISREG(info.st_mode) else "other"
+            return RemoteEntry(kind, info.st_size, st.S_IMODE(info.st_mode))
+
+    def read_file(self, path: str) -> bytes | None:
+        self._require_open()
+        parent, name = _split(path)
+        with self._map_errors(path):
+            dfd = self._dir_fd(parent, create=False)
+            if dfd is None:
+                return None
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+
+    def put_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        self._require_open()
+        parent, name = _split(path)
+        with self._map_errors(path):
+            dfd = self._dir_fd(parent, create=True)
+            assert dfd is not None
+            tmp = temp_name(name)
+            _unlink_quietly(tmp, dfd)
+            fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dfd)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quietly(tmp, dfd)
+                raise
+
+    def put_symlink(self, path: str, target: str) -> None:
+        self._require_open()
+        parent, name = _split(path)
+        with self._map_errors(path):
+            dfd = self._dir_fd(parent, create=True)
+            assert dfd is not None
+            tmp = temp_name(name)
+            _unlink_quietly(tmp, dfd)
+            os.symlink(target, tmp, dir_fd=dfd)
+            try:
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quietly(tmp, dfd)
+                raise
+
+    def delete(self, path: str) -> None:
+        self._require_open()
+        parent, name = _split(path)
+        with self._map_errors(path):
+            dfd = self._dir_fd(parent, create=False)
+            if dfd is not None:
+                _unlink_quietly(name, dfd)
+
+    def make_dirs(self, path: str) -> None:
+        self._require_open()
+        with self._map_errors(path):
+            self._dir_fd(str(check_relative(path, allow_root=True)), create=True)
+
+    def prune_dirs(self, paths: Iterable[str]) -> list[str]:
+        """Remove each directory while it is empty, deepest first; never the root."""
+        self._require_open()
+        removed: list[str] = []
+        for path in sorted(set(paths), key=lambda p: (-p.count("/"), p)):
+            if path in ("", "."):
+                continue
+            parent, name = _split(path)
+            with self._map_errors(path):
+                dfd = self._dir_fd(parent, create=False)
+                if dfd is None:
+                    continue
+                self._forget_dirs(path)
+                try:
+                    os.rmdir(name, dir_fd=dfd)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
+                        continue
+                    raise
+                removed.append(path)
+        return removed
+
+    def sync(self) -> None:
+        """Make everything written so far durable: one ``syncfs`` for the root's filesystem."""
+        self._require_open()
+        with self._map_errors(""):
+            _syncfs(self._root_fd)
+
+    # -- directory walking ---------------------------------------------------------------------
+
+    def _dir_fd(self, rel: str, *, create: bool) -> int | None:
+        """An fd for directory ``rel`` under the root, walked without following symlinks."""
+        if rel in ("", "."):
+            return self._root_fd
+        cached = self._dirs.get(rel)
+        if cached is not None:
+            return cached
+        parent, name = rel.rpartition("/")[::2]
+        pfd = self._dir_fd(parent, create=create)
+        if pfd is None:
+            return None
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            try:
+                os.mkdir(name, 0o755, dir_fd=pfd)
+            except FileExistsError:
+                pass
+            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, pfd):
+                raise PathOutsideRootError(
+                    f"server {self.server}: refusing to write through symlink {rel!r} "
+                    "on the server (it could lead outside the root)",
+                    server=self.server,
+                    path=rel,
+                ) from exc
+            raise
+        if len(self._dirs) >= _MAX_CACHED_DIRS:
+            self._forget_dirs("")
+        self._dirs[rel] = fd
+        return fd
+
+    def _forget_dirs(self, prefix: str) -> None:
+        for rel in [r for r in self._dirs if not prefix or r == prefix or r.startswith(prefix + "/")]:
+            os.close(self._dirs.pop(rel))
+
+    def _translate(self, exc: Exception, path: str) -> TransportError | None:
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+            where = f"{self.root}/{path}" if path else str(self.root)
+            return RemotePathError(
+                f"server {self.server}: {where}: {reason}", server=self.server, path=path
+            )
+        return None
+
+
+def _split(path: str) -> tuple[str, str]:
+    check_relative(path)
+    parent, _, name = path.rpartition("/")
+    return parent, name
+
+
+def _unlink_quietly(name: str, dfd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+
+
+def _is_symlink(name: str, dfd: int) -> bool:
+    try:
+        return st.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _syncfs(fd: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    syncfs = getattr(_libc, "syncfs", None)
+    if syncfs is None:  # not Linux
+        os.sync()
+        return
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
