@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from .engine import Hooks
 
 
-
 def _engine(config: Settings | str | os.PathLike[str] | None, hooks: Hooks | None) -> Engine:
     from .engine import Engine
 

@@ -9,6 +9,7 @@ paths are rewritten to the target state too, so every run converges.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -29,7 +30,6 @@ from .records import (
     Deployment,
     DeploymentMode,
     DeploymentStatus,
-    FileOutcome,
     OutcomeStatus,
     Preview,
     utcnow,
@@ -261,7 +261,9 @@ def run_preview(engine: Engine, deployment: Deployment) -> Preview:
         start_deployment=the_plan.start.identifier if the_plan.start else None,
         completed_at=utcnow(),
     )
-    log.info("deployment.previewed", deployment=deployment.identifier, **the_plan.changeset.counts())
+    log.info(
+        "deployment.previewed", deployment=deployment.identifier, **the_plan.changeset.counts()
+    )
     return Preview(deployment, tuple(engine.history.outcomes(deployment.identifier)))
 
 
@@ -386,7 +388,7 @@ def apply_changeset(
     uploads = (
         Upload(
             c.path,
-            (lambda blob=c.new.blob: read_blob(blob)),
+            functools.partial(read_blob, c.new.blob),
             mode=0o755 if c.new.kind is EntryKind.EXECUTABLE else 0o644,
             is_symlink=c.new.kind is EntryKind.SYMLINK,
         )

@@ -112,7 +112,9 @@ class Engine:
     def transport(self, project: str, server: str) -> Transport:
         from .transports import open_transport
 
-        return open_transport(self.settings.get_server(project, server), label=f"{project}/{server}")
+        return open_transport(
+            self.settings.get_server(project, server), label=f"{project}/{server}"
+        )
 
     def server_identifier(self, project: str, server: str) -> str:
         return config_module.server_identifier(project, server)
@@ -131,11 +133,14 @@ class Engine:
         self.settings.get_project(project)
         found = self.history.find(identifier)
         if found is None and len(identifier) >= 6:
-            matches = [d for d in self.history.list(project, limit=10_000)
-                       if d.identifier.startswith(identifier)]
+            matches = [
+                d
+                for d in self.history.query(project, limit=10_000)
+                if d.identifier.startswith(identifier)
+            ]
             found = matches[0] if len(matches) == 1 else None
         if found is None or found.project != project:
-            recent = [d.identifier for d in self.history.list(project, limit=5)]
+            recent = [d.identifier for d in self.history.query(project, limit=5)]
             raise UnknownNameError(f"deployment in project {project!r}", identifier, recent)
         return found
 
@@ -145,7 +150,7 @@ class Engine:
         self.settings.get_project(project)
         if server is not None:
             self.settings.get_server(project, server)
-        return self.history.list(project, server, limit=limit, offset=offset)
+        return self.history.query(project, server, limit=limit, offset=offset)
 
     def file_changes(self, identifier: str) -> list[FileOutcome]:
         return self.history.outcomes(identifier)

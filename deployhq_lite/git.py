@@ -11,8 +11,10 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pygit2
+from pygit2.enums import FileMode
 
 from .errors import RepositoryError, RevisionNotFoundError, StoreError
 
@@ -119,11 +121,11 @@ class Repository:
 
     def walk_tree(self, tree: str) -> Iterator[tuple[str, RawEntry]]:
         """Every non-tree entry below ``tree``, with its path."""
-        stack: list[tuple[str, pygit2.Tree]] = [("", self._tree(tree))]
+        stack: list[tuple[str, Any]] = [("", self._tree(tree))]
         while stack:
             prefix, node = stack.pop()
             for item in node:
-                path = prefix + item.name
+                path = prefix + str(item.name)
                 if item.filemode == MODE_TREE:
                     stack.append((path + "/", self._repo[item.id]))
                 else:
@@ -142,7 +144,7 @@ class Repository:
         """Write a tree (and its subtrees) from ``path -> entry`` pairs; return its id."""
         index = pygit2.Index()
         for path, entry in entries:
-            index.add(pygit2.IndexEntry(path, pygit2.Oid(hex=entry.oid), entry.mode))
+            index.add(pygit2.IndexEntry(path, pygit2.Oid(hex=entry.oid), FileMode(entry.mode)))
         return str(index.write_tree(self._repo))
 
     def subtree_ids(self, tree: str, paths: Iterable[str]) -> set[str]:

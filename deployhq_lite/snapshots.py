@@ -66,19 +66,19 @@ class TreeSnapshot(Snapshot):
 
     def __init__(self, repo: git.Repository, tree: str) -> None:
         self.repo = repo
-        self.tree = tree
+        self.tree = self._tree = tree
         self._loaded: dict[str, Entry] | None = None
 
     def _all(self) -> dict[str, Entry]:
         if self._loaded is None:
             self._loaded = {
-                path: entry_from_raw(path, raw) for path, raw in self.repo.walk_tree(self.tree)
+                path: entry_from_raw(path, raw) for path, raw in self.repo.walk_tree(self._tree)
             }
         return self._loaded
 
     def __getitem__(self, path: str) -> Entry:
         if self._loaded is None:
-            raw = self.repo.tree_entry(self.tree, path)
+            raw = self.repo.tree_entry(self._tree, path)
             if raw is None:
                 raise KeyError(path)
             return entry_from_raw(path, raw)

@@ -139,7 +139,7 @@ class History:
         ).fetchone()
         return None if row is None else _from_row(row)
 
-    def list(
+    def query(
         self, project: str, server: str | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[Deployment]:
         sql = "SELECT * FROM deployments WHERE project = ?"
@@ -260,7 +260,7 @@ class SnapshotStore:
     def keep(
         self, identifier: str, tree: str, changeset: Changeset, source: git.Repository | None
     ) -> None:
-        """Store ``tree`` (whose objects outside ``changeset`` are already here) for a deployment."""
+        """Keep ``tree`` for a deployment; objects outside ``changeset`` are already here."""
         if source is not None:
             self._own.import_packs(source)
             needed = self.repo.subtree_ids(tree, changeset.paths())

@@ -112,7 +112,9 @@ class GitRepoBuilder:
 
     def head(self) -> str | None:
         try:
-            return git("rev-parse", "--verify", "-q", f"refs/heads/{self.branch}", cwd=self.path).strip()
+            return git(
+                "rev-parse", "--verify", "-q", f"refs/heads/{self.branch}", cwd=self.path
+            ).strip()
         except RuntimeError:
             return None
 

@@ -9,6 +9,7 @@ root's filesystem before the engine writes the marker, not one fsync per file.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
-from .base import BaseTransport, RemoteEntry, check_relative
+from .base import BaseTransport, RemoteEntry, RemoteKind, check_relative
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -67,7 +68,11 @@ class LocalTransport(BaseTransport):
                 return None
             if st.S_ISLNK(info.st_mode):
                 return RemoteEntry("symlink", info.st_size, 0o777, os.readlink(name, dir_fd=dfd))
-            kind = "dir" if st.S_ISDIR(info.st_mode) else "file" if st.S_ISREG(info.st_mode) else "other"
+            kind: RemoteKind = "other"
+            if st.S_ISDIR(info.st_mode):
+                kind = "dir"
+            elif st.S_ISREG(info.st_mode):
+                kind = "file"
             return RemoteEntry(kind, info.st_size, st.S_IMODE(info.st_mode))
 
     def read_file(self, path: str) -> bytes | None:
@@ -180,10 +185,8 @@ class LocalTransport(BaseTransport):
         except FileNotFoundError:
             if not create:
                 return None
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o755, dir_fd=pfd)
-            except FileExistsError:
-                pass
             fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, pfd):
@@ -200,7 +203,9 @@ class LocalTransport(BaseTransport):
         return fd
 
     def _forget_dirs(self, prefix: str) -> None:
-        for rel in [r for r in self._dirs if not prefix or r == prefix or r.startswith(prefix + "/")]:
+        for rel in [
+            r for r in self._dirs if not prefix or r == prefix or r.startswith(prefix + "/")
+        ]:
             os.close(self._dirs.pop(rel))
 
     def _translate(self, exc: Exception, path: str) -> TransportError | None:
@@ -220,10 +225,8 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def _unlink_quietly(name: str, dfd: int) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dfd)
-    except FileNotFoundError:
-        pass
 
 
 def _is_symlink(name: str, dfd: int) -> bool:

@@ -1,0 +1,374 @@
+"""The ``deployhq-lite`` command line. The only place that configures logging and maps
+errors to exit codes: 0 ok, 1 deployment/transport failure, 2 config or usage, 3 refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from . import log
+from .errors import DeployHQLiteError
+from .records import Deployment, DeploymentMode, DeploymentStatus, FileOutcome, Preview
+
+if TYPE_CHECKING:
+    from .deployments import ProgressCallback
+    from .engine import Engine
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Options:
+    config: str | None = None
+    json: bool = False
+    log_format: str = "console"
+    verbose: int = 0
+
+
+def _merge(ctx: click.Context, name: str, value: Any) -> None:
+    opts: Options = ctx.ensure_object(Options)
+    if value not in (None, False, 0):
+        setattr(opts, name, value)
+
+
+def common_options(fn: F) -> F:
+    """``--config``, ``--json``, ``--log-format``, ``-v`` on the group and every command."""
+    decorators = [
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "config", v),
+            help="Config file (default: $DEPLOYHQ_LITE_CONFIG or ./deployhq-lite.toml).",
+        ),
+        click.option(
+            "--json",
+            "json_output",
+            is_flag=True,
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "json", v),
+            help="Print JSON (DeployHQ's API shapes).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["console", "json"]),
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "log_format", v),
+            help="Log events to stderr in this format (implies -v).",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "verbose", v),
+            help="Log events to stderr (-vv for per-file events).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.version_option(package_name="deployhq-lite")
+def cli() -> None:
+    """Deploy git revisions to servers and roll them back (DeployHQ semantics)."""
+
+
+def _opts() -> Options:
+    return click.get_current_context().ensure_object(Options)
+
+
+def _setup_logging(opts: Options) -> None:
+    if opts.log_format == "json" and opts.verbose == 0:
+        opts.verbose = 1
+    level = {0: "warning", 1: "info"}.get(opts.verbose, "debug")
+    log.configure(level=level, fmt=opts.log_format)
+
+
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    opts = _opts()
+    _setup_logging(opts)
+    try:
+        from .engine import Engine
+
+        with Engine(opts.config) as engine:
+            yield engine
+    except DeployHQLiteError as exc:
+        _fail(exc)
+
+
+def _fail(exc: DeployHQLiteError) -> NoReturn:
+    if _opts().json:
+        click.echo(json.dumps({"error": str(exc)}))
+    else:
+        click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[ProgressCallback | None]:
+    """A rich progress bar on a terminal (stderr); nothing when piped or with --json."""
+    if _opts().json or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
+        console=_stderr_console(),
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int, path: str) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _short(revision: str | None) -> str:
+    return revision[:12] if revision else "(nothing)"
+
+
+def echo_deployment(d: Deployment, changes: list[FileOutcome] | None = None) -> None:
+    kind = "Rollback" if d.is_rollback else "Deployment"
+    click.echo(f"{kind} {d.identifier}: {d.status.value}")
+    click.echo(f"  project  {d.project_name} ({d.project})")
+    click.echo(f"  server   {d.server_name} ({d.server}, {d.protocol_type})")
+    click.echo(f"  revision {_short(d.start_revision)} -> {_short(d.end_revision)} ({d.branch})")
+    if d.rollback_of:
+        click.echo(f"  rollback to deployment {d.rollback_of}")
+    if d.error:
+        click.echo(f"  error    {d.error}")
+    if changes is not None:
+        echo_changes(changes)
+
+
+def echo_changes(changes: list[FileOutcome], limit: int = 200) -> None:
+    counts: dict[str, int] = {"added": 0, "modified": 0, "deleted": 0}
+    for c in changes:
+        counts[c.change] += 1
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+    click.echo(f"  changes  {summary}" if changes else "  changes  none")
+    sign = {"added": "+", "modified": "M", "deleted": "-"}
+    for c in changes[:limit]:
+        flag = "" if c.status.value in ("done", "previewed") else f"  [{c.status.value}]"
+        click.echo(f"    {sign[c.change]} {c.path}{flag}")
+    if len(changes) > limit:
+        click.echo(f"    ... and {len(changes) - limit} more (use --json for all)")
+
+
+def _show(engine: Engine, d: Deployment, *, with_changes: bool = True) -> None:
+    changes = engine.file_changes(d.identifier) if with_changes else None
+    if _opts().json:
+        data = d.to_json()
+        if changes is not None:
+            data["changes"] = [c.to_json() for c in changes]
+        _print_json(data)
+    else:
+        echo_deployment(d, changes)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("project")
+@click.option("--server", "-s", required=True, help="Server name (the table key in the config).")
+@click.option("--revision", "-r", help="Any git revision (default: the project's branch head).")
+@click.option("--preview", is_flag=True, help="Only list the changes; write nothing.")
+@click.option("--break-lock", is_flag=True, help="Take over a lock left by a dead deployment.")
+@click.option("--override-marker", is_flag=True, help="Deploy even if the server marker disagrees.")
+@common_options
+def deploy(
+    project: str,
+    server: str,
+    revision: str | None,
+    preview: bool,
+    break_lock: bool,
+    override_marker: bool,
+) -> None:
+    """Deploy REVISION of PROJECT to a server."""
+    with _engine() as engine:
+        if preview:
+            result = engine.preview(project, server, revision=revision)
+            _emit_preview(result)
+            return
+        with _progress("deploying") as progress:
+            done = engine.deploy(
+                project,
+                server,
+                revision=revision,
+                break_lock=break_lock,
+                override_marker=override_marker,
+                on_progress=progress,
+            )
+        _show(engine, done)
+
+
+def _emit_preview(result: Preview) -> None:
+    if _opts().json:
+        _print_json(result.to_json())
+    else:
+        echo_deployment(result.deployment, list(result.changes))
+
+
+@cli.command()
+@click.argument("project")
+@click.argument("deployment")
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in DeploymentMode]),
+    default="queue",
+    show_default=True,
+    help="queue runs the rollback; preview only lists its changes.",
+)
+@click.option("--copy-config-files/--no-copy-config-files", default=True, show_default=True)
+@click.option("--run-build-commands/--no-run-build-commands", default=True, show_default=True)
+@click.option("--break-lock", is_flag=True, help="Take over a lock left by a dead deployment.")
+@click.option(
+    "--override-marker", is_flag=True, help="Roll back even if the server marker disagrees."
+)
+@common_options
+def rollback(
+    project: str,
+    deployment: str,
+    mode: str,
+    copy_config_files: bool,
+    run_build_commands: bool,
+    break_lock: bool,
+    override_marker: bool,
+) -> None:
+    """Roll PROJECT's server back to DEPLOYMENT (a new deployment reversing later changes)."""
+    with _engine() as engine, _progress("rolling back") as progress:
+        done = engine.rollback(
+            project,
+            deployment,
+            mode=mode,
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
+            break_lock=break_lock,
+            override_marker=override_marker,
+            on_progress=progress,
+        )
+        if done.status is DeploymentStatus.PREVIEWED:
+            if _opts().json:  # DeployHQ's creation response for a preview
+                _print_json({"identifier": done.identifier, "status": "preview_pending"})
+            else:
+                echo_deployment(done, engine.file_changes(done.identifier))
+                click.echo(
+                    f"  (preview only; see `deployhq-lite deployments preview {project} "
+                    f"{done.identifier}`)"
+                )
+            return
+        _show(engine, done)
+
+
+@cli.group()
+@common_options
+def deployments() -> None:
+    """List and inspect deployments."""
+
+
+@deployments.command("list")
+@click.argument("project")
+@click.option("--server", "-s", help="Only this server's deployments.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@common_options
+def list_deployments(project: str, server: str | None, limit: int, page: int) -> None:
+    """Deployments of PROJECT, newest first."""
+    with _engine() as engine:
+        found = engine.list_deployments(project, server, limit=limit, offset=(page - 1) * limit)
+        if _opts().json:
+            _print_json(
+                {
+                    "pagination": {
+                        "current_page": page,
+                        "per_page": limit,
+                        "offset": (page - 1) * limit,
+                    },
+                    "records": [d.to_json() for d in found],
+                }
+            )
+            return
+        if not found:
+            click.echo(f"no deployments of {project} yet")
+        for d in found:
+            kind = "rollback " if d.is_rollback else ""
+            click.echo(
+                f"{d.identifier}  {d.status.value:<15} {d.server:<12} "
+                f"{_short(d.start_revision)} -> {_short(d.end_revision)}  {kind}{d.queued_at[:19]}Z"
+            )
+
+
+@deployments.command("show")
+@click.argument("project")
+@click.argument("deployment")
+@common_options
+def show_deployment(project: str, deployment: str) -> None:
+    """One deployment with its per-file outcomes."""
+    with _engine() as engine:
+        _show(engine, engine.get_deployment(project, deployment))
+
+
+@deployments.command("preview")
+@click.argument("project")
+@click.argument("deployment")
+@common_options
+def show_preview(project: str, deployment: str) -> None:
+    """A preview deployment's status and the file changes it would make."""
+    with _engine() as engine:
+        _emit_preview(engine.get_preview(project, deployment))
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Where the demo keeps its repository, state and site "
+    "(default: $XDG_STATE_HOME/deployhq-lite/demo).",
+)
+@common_options
+def demo(directory: str | None) -> None:
+    """Build a sample repository, deploy two revisions locally, roll back; print each step."""
+    from .demo import run_demo
+
+    opts = _opts()
+    _setup_logging(opts)
+    try:
+        run_demo(directory, echo=click.echo, show=echo_deployment, as_json=opts.json)
+    except DeployHQLiteError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    cli(prog_name="deployhq-lite")

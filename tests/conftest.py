@@ -1,0 +1,1 @@
+"""Shared fixtures live in deployhq_lite.testing.plugin (loaded as a pytest plugin)."""
