@@ -1,0 +1,104 @@
+"""pytest fixtures for deployhq_lite and for projects that use it (a pytest11 plugin).
+
+- ``isolated_env``: HOME, git config and ``DEPLOYHQ_LITE_*`` variables isolated per
+  test; autouse when the ini option ``deployhq_lite_isolate = true`` is set.
+- ``git_repo``: a :class:`GitRepoBuilder` in a temporary directory.
+- ``site``: a project with one local server, its config file written, ready to deploy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .gitrepo import GIT_ENV, GitRepoBuilder
+
+
+@pytest.fixture
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME, no system or global git config, no DEPLOYHQ_LITE_* variables."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+    for key in list(os.environ):
+        if key.startswith("DEPLOYHQ_LITE_") or key.startswith("GIT_DIR"):
+            monkeypatch.delenv(key)
+    return home
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path, isolated_env: Path) -> GitRepoBuilder:
+    return GitRepoBuilder.create(tmp_path / "repo")
+
+
+@dataclass
+class Site:
+    """A project ``website`` with a local server ``production`` in ``tmp_path``."""
+
+    repo: GitRepoBuilder
+    config: Path
+    root: Path
+    state_dir: Path
+
+    def write_config(self, extra: str = "") -> Path:
+        self.config.write_text(
+            f'state_dir = "{self.state_dir}"\n\n'
+            "[projects.website]\n"
+            'name = "Website"\n'
+            f'repository = "{self.repo.path}"\n'
+            'branch = "main"\n\n'
+            "[projects.website.servers.production]\n"
+            'name = "Production Server"\n'
+            'protocol_type = "local"\n'
+            f'root = "{self.root}"\n' + extra
+        )
+        return self.config
+
+    def files(self) -> dict[str, bytes | str]:
+        """What the server root holds now: bytes for files, ``-> target`` for symlinks,
+        with the exec bit as a ``*`` suffix on the path; our marker directory left out."""
+        out: dict[str, bytes | str] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel_dir = Path(dirpath).relative_to(self.root)
+            if rel_dir.parts[:1] == (".deployhq-lite",):
+                continue
+            for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+                path = Path(dirpath) / name
+                rel = str(rel_dir / name) if str(rel_dir) != "." else name
+                if path.is_symlink():
+                    out[rel] = "-> " + os.readlink(path)
+                elif os.access(path, os.X_OK):
+                    out[rel + "*"] = path.read_bytes()
+                else:
+                    out[rel] = path.read_bytes()
+        return out
+
+
+@pytest.fixture
+def site(tmp_path: Path, git_repo: GitRepoBuilder) -> Site:
+    s = Site(git_repo, tmp_path / "deployhq-lite.toml", tmp_path / "www", tmp_path / "state")
+    s.write_config()
+    return s
+
+
+@pytest.fixture(autouse=True)
+def _deployhq_lite_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Autouse in this project's own tests (tests/ asks for it via conftest)."""
+    if request.config.getini("deployhq_lite_isolate"):
+        request.getfixturevalue("isolated_env")
+    yield
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "deployhq_lite_isolate",
+        "isolate HOME, git config and DEPLOYHQ_LITE_* variables in every test",
+        type="bool",
+        default=False,
+    )
