@@ -7,6 +7,7 @@ file <-> directory) is a delete followed by an add; renames are a delete and an 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -136,17 +137,24 @@ def build_changeset(pairs: Iterable[tuple[str, Entry | None, Entry | None]]) -> 
 
     Every path is checked with :func:`check_path` before anything else happens.
     """
-    merged: dict[str, list[Entry | None]] = {}
+    merged: dict[str, tuple[Entry | None, Entry | None]] = {}
     for path, old, new in pairs:
-        slot = merged.setdefault(path, [None, None])
-        if old is not None:
-            slot[0] = old
-        if new is not None:
-            slot[1] = new
+        seen = merged.get(path)
+        merged[path] = (old, new) if seen is None else (seen[0] or old, seen[1] or new)
     changes: list[FileChange] = []
+    added, deleted, modified = ChangeKind.ADDED, ChangeKind.DELETED, ChangeKind.MODIFIED
     for path, (old, new) in merged.items():
         check_path(path)
-        changes.extend(classify(path, old, new))
+        if old is None:  # the common cases inline; classify() handles the rest
+            if new is not None:
+                changes.append(FileChange(added, path, None, new))
+        elif new is None:
+            changes.append(FileChange(deleted, path, old, None))
+        elif old.kind is new.kind:
+            if old.blob != new.blob:
+                changes.append(FileChange(modified, path, old, new))
+        else:
+            changes.extend(classify(path, old, new))
     return Changeset.of(changes)
 
 
@@ -167,11 +175,15 @@ def apply(changeset: Changeset, snapshot: Mapping[str, Entry]) -> dict[str, Entr
     return result
 
 
-_WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul"})
+# Plain ASCII components that start with neither a dot nor a control character and hold
+# no backslash: nothing here can be "..", ".git" or our reserved directory.
+_PLAIN = re.compile(r"[^./\x00-\x1f\\~][^/\x00-\x1f\\~]*(?:/[^./\x00-\x1f\\~][^/\x00-\x1f\\~]*)*")
 
 
 def check_path(path: str) -> None:
     """Refuse tree paths that could escape a server root or hit our own files."""
+    if path.isascii() and _PLAIN.fullmatch(path):
+        return
     if not path or "\0" in path:
         raise UnsafePathError(path, "empty or contains NUL")
     if path.startswith("/"):

@@ -35,7 +35,6 @@ class ServerConfig(_Model):
     name: str = ""
     protocol_type: Literal["local"] = "local"
     root: Path
-    enabled: bool = True
 
 
 class ProjectConfig(_Model):

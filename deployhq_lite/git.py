@@ -33,13 +33,10 @@ class RawEntry:
     mode: int
 
 
-@dataclass(frozen=True, slots=True)
-class RawDelta:
-    """One side-by-side difference; ``None`` means absent on that side."""
-
-    path: str
-    old: RawEntry | None
-    new: RawEntry | None
+# One difference: (path, old oid, old mode, new oid, new mode); an absent side is (None, 0).
+RawDelta = tuple[str, str | None, int, str | None, int]
+_ADDED = int(pygit2.enums.DeltaStatus.ADDED)
+_DELETED = int(pygit2.enums.DeltaStatus.DELETED)
 
 
 class Repository:
@@ -105,19 +102,22 @@ class Repository:
             return
         if new_tree is None:
             assert old_tree is not None
-            deltas = self._tree(old_tree).diff_to_tree(flags=_DIFF_FLAGS, swap=False)
-            for d in deltas.deltas:
-                # old_tree vs empty: pygit2 reports them as deleted
-                yield _raw(d)
-            return
-        new = self._tree(new_tree)
-        diff = (
-            new.diff_to_tree(flags=_DIFF_FLAGS, swap=True)
-            if old_tree is None
-            else self._tree(old_tree).diff_to_tree(new, flags=_DIFF_FLAGS)
-        )
+            diff = self._tree(old_tree).diff_to_tree(flags=_DIFF_FLAGS)
+        elif old_tree is None:
+            diff = self._tree(new_tree).diff_to_tree(flags=_DIFF_FLAGS, swap=True)
+        else:
+            diff = self._tree(old_tree).diff_to_tree(self._tree(new_tree), flags=_DIFF_FLAGS)
         for d in diff.deltas:
-            yield _raw(d)
+            status = int(d.status)
+            if status == _ADDED:
+                f = d.new_file
+                yield (f.path, None, 0, str(f.id), f.mode)
+            elif status == _DELETED:
+                f = d.old_file
+                yield (f.path, str(f.id), f.mode, None, 0)
+            else:
+                o, n = d.old_file, d.new_file
+                yield (n.path, str(o.id), o.mode, str(n.id), n.mode)
 
     def walk_tree(self, tree: str) -> Iterator[tuple[str, RawEntry]]:
         """Every non-tree entry below ``tree``, with its path."""
@@ -231,14 +231,3 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-def _raw(delta: pygit2.DiffDelta) -> RawDelta:
-    status = delta.status
-    old = None if status == pygit2.enums.DeltaStatus.ADDED else _side(delta.old_file)
-    new = None if status == pygit2.enums.DeltaStatus.DELETED else _side(delta.new_file)
-    return RawDelta(delta.new_file.path if new else delta.old_file.path, old, new)
-
-
-def _side(f: pygit2.DiffFile) -> RawEntry:
-    return RawEntry(str(f.id), int(f.mode))

@@ -28,15 +28,19 @@ _MODES = {
 
 
 def entry_from_raw(path: str, raw: git.RawEntry) -> Entry:
-    kind = _KINDS.get(raw.mode)
+    return _entry(path, raw.oid, raw.mode)
+
+
+def _entry(path: str, oid: str, mode: int) -> Entry:
+    kind = _KINDS.get(mode)
     if kind is None:
-        if raw.mode == git.MODE_GITLINK:
+        if mode == git.MODE_GITLINK:
             raise RepositoryError(
                 f"submodule at {path!r} is not supported yet: deploy its files from a "
                 "build step or vendor them into the repository"
             )
-        raise RepositoryError(f"unsupported git file mode {raw.mode:o} at {path!r}")
-    return Entry(raw.oid, kind)
+        raise RepositoryError(f"unsupported git file mode {mode:o} at {path!r}")
+    return Entry(oid, kind)
 
 
 def raw_from_entry(entry: Entry) -> git.RawEntry:
@@ -109,9 +113,11 @@ def changes_between(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> Chang
         return diff(old, new)
     return build_changeset(
         (
-            d.path,
-            entry_from_raw(d.path, d.old) if d.old else None,
-            entry_from_raw(d.path, d.new) if d.new else None,
+            path,
+            None if old_oid is None else _entry(path, old_oid, old_mode),
+            None if new_oid is None else _entry(path, new_oid, new_mode),
         )
-        for d in repo.diff_trees(old_tree or None, new_tree or None)
+        for path, old_oid, old_mode, new_oid, new_mode in repo.diff_trees(
+            old_tree or None, new_tree or None
+        )
     )

@@ -9,10 +9,10 @@ Ordering, the revision marker, locking and progress belong to the engine.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
@@ -67,16 +67,23 @@ class Transport(Protocol):
     def sync(self) -> None: ...
 
 
-def check_relative(path: str, *, allow_root: bool = False) -> PurePosixPath:
-    """Refuse absolute paths, ``..``, NUL and empty components before any backend call."""
+def check_relative(path: str, *, allow_root: bool = False) -> str:
+    """Refuse absolute paths, ``..``, NUL and empty components before any backend call.
+
+    Returns the path itself (``"."`` for the root when ``allow_root``).
+    """
     if path in ("", ".") and allow_root:
-        return PurePosixPath(".")
-    if not path or "\0" in path or path.startswith("/") or "\\" in path:
+        return "."
+    if (
+        not path
+        or "\0" in path
+        or path[0] == "/"
+        or "\\" in path
+        or "//" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
         raise PathOutsideRootError(f"path {path!r} is not inside the server root", path=path)
-    parts = path.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise PathOutsideRootError(f"path {path!r} is not inside the server root", path=path)
-    return PurePosixPath(path)
+    return path
 
 
 class BaseTransport(abc.ABC):
@@ -128,7 +135,7 @@ class BaseTransport(abc.ABC):
         for upload in uploads:
             try:
                 if upload.is_symlink:
-                    self.put_symlink(upload.path, upload.read().decode("utf-8", "surrogateescape"))
+                    self.put_symlink(upload.path, os.fsdecode(upload.read()))
                 else:
                     self.put_file(upload.path, upload.read(), mode=upload.mode)
             except TransportError as exc:

@@ -12,18 +12,24 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import stat as st
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
-from .base import BaseTransport, RemoteEntry, RemoteKind, check_relative
+from .base import BaseTransport, DoneCallback, RemoteEntry, RemoteKind, Upload, check_relative
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_CACHED_DIRS = 256
+_WRITERS = 4  # threads creating files in put_many
+_MAX_JOBS = 256  # writes in flight
+_MAX_BYTES = 32 * 1024 * 1024  # bytes read from git and not yet written
 TEMP_SUFFIX = ".dhq-tmp"
 
 
@@ -41,6 +47,7 @@ class LocalTransport(BaseTransport):
         self.root = Path(root)
         self._root_fd = -1
         self._dirs: dict[str, int] = {}
+        self._before_evict: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -95,21 +102,7 @@ class LocalTransport(BaseTransport):
         with self._map_errors(path):
             dfd = self._dir_fd(parent, create=True)
             assert dfd is not None
-            tmp = temp_name(name)
-            _unlink_quietly(tmp, dfd)
-            fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dfd)
-            try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fchmod(fd, mode)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                _unlink_quietly(tmp, dfd)
-                raise
+            _write_at(dfd, name, data, mode)
 
     def put_symlink(self, path: str, target: str) -> None:
         self._require_open()
@@ -117,14 +110,61 @@ class LocalTransport(BaseTransport):
         with self._map_errors(path):
             dfd = self._dir_fd(parent, create=True)
             assert dfd is not None
-            tmp = temp_name(name)
-            _unlink_quietly(tmp, dfd)
-            os.symlink(target, tmp, dir_fd=dfd)
+            _symlink_at(dfd, name, target)
+
+    def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None:
+        """Writes run on a few threads (file creation is kernel-bound and releases the GIL);
+        blobs are read and directories resolved here, with bounded bytes in flight."""
+        self._require_open()
+        pending: deque[tuple[str, Future[None], int]] = deque()
+        in_flight = 0
+
+        def report_oldest() -> None:
+            nonlocal in_flight
+            path, future, size = pending.popleft()
+            in_flight -= size
+            error = future.exception()
+            if error is not None and not isinstance(error, TransportError):
+                raise error
+            on_done(path, error)
+
+        def drain() -> None:
+            while pending:
+                report_oldest()
+
+        with ThreadPoolExecutor(_WRITERS, thread_name_prefix="dhq-local") as pool:
+            self._before_evict = drain
             try:
-                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                _unlink_quietly(tmp, dfd)
-                raise
+                for upload in uploads:
+                    try:
+                        parent, name = _split(upload.path)
+                        with self._map_errors(upload.path):
+                            dfd = self._dir_fd(parent, create=True)
+                    except TransportError as exc:
+                        drain()
+                        on_done(upload.path, exc)
+                        continue
+                    assert dfd is not None
+                    data = upload.read()
+                    job = (
+                        functools.partial(_symlink_at, dfd, name, os.fsdecode(data))
+                        if upload.is_symlink
+                        else functools.partial(_write_at, dfd, name, data, upload.mode)
+                    )
+                    future = pool.submit(self._guarded, upload.path, job)
+                    pending.append((upload.path, future, len(data)))
+                    in_flight += len(data)
+                    while pending and (len(pending) >= _MAX_JOBS or in_flight > _MAX_BYTES):
+                        report_oldest()
+                drain()
+            finally:
+                self._before_evict = None
+                for _, future, _ in pending:
+                    future.cancel()
+
+    def _guarded(self, path: str, job: Callable[[], None]) -> None:
+        with self._map_errors(path):
+            job()
 
     def delete(self, path: str) -> None:
         self._require_open()
@@ -198,6 +238,8 @@ class LocalTransport(BaseTransport):
                 ) from exc
             raise
         if len(self._dirs) >= _MAX_CACHED_DIRS:
+            if self._before_evict is not None:
+                self._before_evict()  # no writer may still use a cached fd
             self._forget_dirs("")
         self._dirs[rel] = fd
         return fd
@@ -222,6 +264,42 @@ def _split(path: str) -> tuple[str, str]:
     check_relative(path)
     parent, _, name = path.rpartition("/")
     return parent, name
+
+
+def _write_at(dfd: int, name: str, data: bytes, mode: int) -> None:
+    """Write ``data`` to a temp name in directory ``dfd``, set ``mode``, rename over ``name``."""
+    tmp = temp_name(name)
+    try:
+        fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dfd)
+    except FileExistsError:  # left by an interrupted run
+        _unlink_quietly(tmp, dfd)
+        fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dfd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        _unlink_quietly(tmp, dfd)
+        raise
+
+
+def _symlink_at(dfd: int, name: str, target: str) -> None:
+    tmp = temp_name(name)
+    try:
+        os.symlink(target, tmp, dir_fd=dfd)
+    except FileExistsError:
+        _unlink_quietly(tmp, dfd)
+        os.symlink(target, tmp, dir_fd=dfd)
+    try:
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        _unlink_quietly(tmp, dfd)
+        raise
 
 
 def _unlink_quietly(name: str, dfd: int) -> None:
