@@ -371,4 +371,8 @@ def demo(directory: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="deployhq-lite")
+    try:
+        cli(prog_name="deployhq-lite")
+    except KeyboardInterrupt:
+        click.echo("interrupted; the marker was not moved (deploy again to converge)", err=True)
+        sys.exit(130)

@@ -286,15 +286,23 @@ def run_deployment(
             with engine.transport(deployment.project, deployment.server) as transport:
                 return _run_locked(engine, deployment, transport, override_marker, on_progress)
     except DeployHQLiteError as exc:
-        current = engine.history.find(deployment.identifier) or deployment
-        if current.status is not DeploymentStatus.COMPLETED:
-            failed = engine.history.update(
-                current, status=DeploymentStatus.FAILED, completed_at=utcnow(), error=str(exc)
-            )
-            log.error("deployment.failed", deployment=deployment.identifier, error=str(exc))
-            engine.emit("deployment.failed", failed, error=str(exc))
-            engine.emit("deployment.finished", failed)
+        _mark_failed(engine, deployment, str(exc))
         raise
+    except BaseException as exc:  # Ctrl-C, or a bug: never leave it "running"
+        _mark_failed(engine, deployment, f"interrupted ({type(exc).__name__})")
+        raise
+
+
+def _mark_failed(engine: Engine, deployment: Deployment, error: str) -> None:
+    current = engine.history.find(deployment.identifier) or deployment
+    if current.status is DeploymentStatus.COMPLETED:
+        return
+    failed = engine.history.update(
+        current, status=DeploymentStatus.FAILED, completed_at=utcnow(), error=error
+    )
+    log.error("deployment.failed", deployment=deployment.identifier, error=error)
+    engine.emit("deployment.failed", failed, error=error)
+    engine.emit("deployment.finished", failed)
 
 
 def _mark_interrupted(engine: Engine, identifier: str) -> None:
