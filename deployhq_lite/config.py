@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,7 +56,12 @@ class Settings(BaseSettings):
 
     state_dir: Path = Path(".deployhq-lite")
     projects: dict[str, ProjectConfig] = Field(default_factory=dict)
-    config_path: Path | None = Field(default=None, exclude=True)
+    _config_path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_path(self) -> Path | None:
+        """The file these settings were read from, if any."""
+        return self._config_path
 
     @classmethod
     def settings_customise_sources(
@@ -127,21 +132,11 @@ def build_settings(raw: dict[str, Any], config_path: Path | None = None) -> Sett
     env_only = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
     env_only.pop(f"{ENV_PREFIX}CONFIG", None)
     try:
-        settings = _without_env_key("CONFIG", lambda: Settings(**raw))
+        settings = Settings(**raw)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_describe(exc, bool(env_only))}") from None
     base = config_path.resolve().parent if config_path else Path.cwd()
     return _resolve_paths(settings, base, config_path)
-
-
-def _without_env_key(key: str, build: Any) -> Settings:
-    # DEPLOYHQ_LITE_CONFIG names the file; it is not a setting.
-    saved = os.environ.pop(f"{ENV_PREFIX}{key}", None)
-    try:
-        return build()  # type: ignore[no-any-return]
-    finally:
-        if saved is not None:
-            os.environ[f"{ENV_PREFIX}{key}"] = saved
 
 
 def _describe(exc: ValidationError, has_env: bool) -> str:
@@ -182,10 +177,8 @@ def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> 
         )
         for key, project in settings.projects.items()
     }
-    return settings.model_copy(
-        update={
-            "state_dir": absolute(settings.state_dir),
-            "projects": projects,
-            "config_path": config_path,
-        }
+    resolved = settings.model_copy(
+        update={"state_dir": absolute(settings.state_dir), "projects": projects}
     )
+    resolved._config_path = config_path
+    return resolved
