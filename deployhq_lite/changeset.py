@@ -155,7 +155,23 @@ def build_changeset(pairs: Iterable[tuple[str, Entry | None, Entry | None]]) -> 
                 changes.append(FileChange(modified, path, old, new))
         else:
             changes.extend(classify(path, old, new))
+    _refuse_writes_under_symlinks(changes)
     return Changeset.of(changes)
+
+
+def _refuse_writes_under_symlinks(changes: list[FileChange]) -> None:
+    """A crafted tree can hold symlink ``d`` and file ``d/x``: refuse it before any write."""
+    links = {c.path for c in changes if c.new is not None and c.new.kind.is_symlink}
+    if not links:
+        return
+    for change in changes:
+        if change.new is None:
+            continue
+        parts = change.path.split("/")
+        for depth in range(1, len(parts)):
+            ancestor = "/".join(parts[:depth])
+            if ancestor in links:
+                raise UnsafePathError(change.path, f"it lies under symlink {ancestor!r}")
 
 
 def diff(old: Mapping[str, Entry], new: Mapping[str, Entry]) -> Changeset:

@@ -92,7 +92,8 @@ def _opts() -> Options:
 def _setup_logging(opts: Options) -> None:
     if opts.log_format == "json" and opts.verbose == 0:
         opts.verbose = 1
-    level = {0: "warning", 1: "info"}.get(opts.verbose, "debug")
+    # Quiet by default: the outcome and any error are printed once, as a result.
+    level = {0: "off", 1: "info"}.get(opts.verbose, "debug")
     log.configure(level=level, fmt=opts.log_format)
 
 

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .changeset import ChangeKind, Changeset, Entry, EntryKind, FileChange, build_changeset
+from .changeset import ChangeKind, Changeset, Entry, EntryKind, FileChange
 from .errors import (
     DeployHQLiteError,
     DeploymentError,
     MarkerMismatchError,
+    PathOutsideRootError,
     RollbackNotAllowedError,
     StoreError,
 )
@@ -57,6 +58,8 @@ class Plan:
     start: Deployment | None
     end: Snapshot
     changeset: Changeset
+    uncertain: frozenset[str] = frozenset()  # paths unfinished deployments may have left
+    prune: tuple[str, ...] = ()  # directories found where files must go
 
 
 # -- creating deployments -------------------------------------------------------------------
@@ -189,7 +192,13 @@ def _new(
 
 
 def plan(engine: Engine, deployment: Deployment) -> Plan:
-    """What running ``deployment`` now would change on its server."""
+    """What running ``deployment`` now would change on its server.
+
+    Paths that deployments which failed (or were cut off) since the last completed one
+    may have touched are *uncertain*: the server holds the old state, the new one, or
+    half of a type change. Here they are planned as rewrites to the target; at run time
+    :func:`settle` looks at what the server really holds at those paths.
+    """
     history, store = engine.history, engine.snapshots
     latest = history.find_latest_completed(deployment.project, deployment.server)
     start = _stored_snapshot(engine, latest) if latest else EMPTY
@@ -203,9 +212,19 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
         )
         if d.identifier != deployment.identifier
     ]
-    if unfinished:
-        changeset = _with_repairs(engine, changeset, unfinished, end)
-    return Plan(latest, end, changeset)
+    uncertain = _touched_by(engine, unfinished)
+    if uncertain:
+        kept = [c for c in changeset if c.path not in uncertain]
+        guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
+        changeset = Changeset.of([*kept, *guessed])
+    return Plan(latest, end, changeset, uncertain)
+
+
+def _rewrite(path: str, old: Entry | None, new: Entry | None) -> FileChange:
+    """Bring an uncertain path to ``new`` whatever is there (a delete if ``new`` is None)."""
+    if new is None:
+        return FileChange(ChangeKind.DELETED, path, old, None)
+    return FileChange(ChangeKind.ADDED if old is None else ChangeKind.MODIFIED, path, old, new)
 
 
 def _stored_snapshot(engine: Engine, deployment: Deployment) -> TreeSnapshot:
@@ -218,29 +237,51 @@ def _stored_snapshot(engine: Engine, deployment: Deployment) -> TreeSnapshot:
     return TreeSnapshot(engine.snapshots.repo, tree)
 
 
-def _with_repairs(
-    engine: Engine, changeset: Changeset, unfinished: list[Deployment], end: Snapshot
-) -> Changeset:
-    """Add the paths that unfinished deployments may have touched, brought to ``end``."""
-    planned = changeset.paths()
-    pairs: dict[str, tuple[str, Entry | None, Entry | None]] = {}
+def _touched_by(engine: Engine, unfinished: list[Deployment]) -> frozenset[str]:
+    """Every path the unfinished deployments set out to change."""
+    paths: set[str] = set()
     for failed in unfinished:
         tree = engine.snapshots.find_tree(failed.identifier)
         if tree is None:  # it stopped before touching the server
             continue
+        failed_start: Snapshot = EMPTY
+        if failed.start_deployment is not None:
+            started_from = engine.history.find(failed.start_deployment)
+            if started_from is not None:
+                failed_start = _stored_snapshot(engine, started_from)
         failed_end = TreeSnapshot(engine.snapshots.repo, tree)
-        failed_start = (
-            EMPTY
-            if failed.start_deployment is None
-            else _stored_snapshot(engine, engine.history.find(failed.start_deployment) or failed)
-        )
-        for path in changes_between(failed_start, failed_end).paths() - planned:
-            pairs[path] = (path, failed_end.get(path), end.get(path))
-    extra = list(build_changeset(pairs.values()))
-    for path, old, new in pairs.values():
-        if old == new and new is not None:  # maybe half-written: write it again
-            extra.append(FileChange(ChangeKind.MODIFIED, path, new, new))
-    return Changeset.of([*changeset, *extra])
+        paths |= changes_between(failed_start, failed_end).paths()
+    return frozenset(paths)
+
+
+def settle(the_plan: Plan, transport: Transport) -> Plan:
+    """Plan the uncertain paths from what the server really holds there."""
+    if not the_plan.uncertain:
+        return the_plan
+    kept = [c for c in the_plan.changeset if c.path not in the_plan.uncertain]
+    settled: list[FileChange] = []
+    prune: list[str] = []
+    for path in sorted(the_plan.uncertain):
+        target = the_plan.end.get(path)
+        try:
+            found = transport.stat(path)
+        except PathOutsideRootError:  # under a symlink, which is uncertain too
+            found = None
+        if found is not None and found.kind == "dir":
+            prune.append(path)  # its tracked children are uncertain paths as well
+            found = None
+        if target is not None:
+            kind = ChangeKind.ADDED if found is None else ChangeKind.MODIFIED
+            settled.append(FileChange(kind, path, None, target))
+        elif found is not None:
+            settled.append(FileChange(ChangeKind.DELETED, path, None, None))
+    return Plan(
+        the_plan.start,
+        the_plan.end,
+        Changeset.of([*kept, *settled]),
+        the_plan.uncertain,
+        tuple(prune),
+    )
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -325,6 +366,7 @@ def _run_locked(
 ) -> Deployment:
     the_plan = plan(engine, deployment)
     check_marker(transport, deployment, the_plan.start, override=override_marker)
+    the_plan = settle(the_plan, transport)
     deployment = engine.history.update(
         deployment,
         status=DeploymentStatus.RUNNING,
@@ -392,7 +434,7 @@ def apply_changeset(
     deletes = (c.path for c in changes if c.is_delete and not failure)
     transport.delete_many(deletes, lambda p, e: on_done(p, e, deleted=True))
     if not failure:
-        transport.prune_dirs(the_plan.changeset.emptied_dirs())
+        transport.prune_dirs([*the_plan.changeset.emptied_dirs(), *the_plan.prune])
     uploads = (
         Upload(
             c.path,

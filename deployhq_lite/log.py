@@ -2,9 +2,10 @@
 
 ``get_logger()`` returns a light proxy so that importing the engine does not import
 structlog (about 0.15 s of start-up). When the CLI has set a threshold with
-:func:`configure` and an event is below it, structlog is never imported. Library
-users who never call :func:`configure` get every event forwarded to structlog, whose
-configuration is theirs.
+:func:`configure` and an event is below it, structlog is never imported. In a library
+(no :func:`configure`), events go to structlog once the application has configured it
+(``structlog.configure()``, ``structlog.testing.capture_logs()``); before that only
+warnings and errors do.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ SECRET_KEYS = frozenset(
 )
 REDACTED = "[redacted]"
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "off": 100}
 _threshold: int | None = None
 _format: str | None = None  # set by configure(); structlog is set up on first use
 
@@ -42,7 +43,7 @@ class _Logger:
         self._bound: Any = None
 
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
-        if _threshold is not None and _LEVELS[level] < _threshold:
+        if _LEVELS[level] < (_threshold or _library_threshold()):
             return
         if self._bound is None:
             self._bound = _structlog().get_logger(self._name)
@@ -59,6 +60,15 @@ class _Logger:
 
     def error(self, event: str, **fields: Any) -> None:
         self._emit("error", event, fields)
+
+
+def _library_threshold() -> int:
+    """Without the CLI: everything once the application configured structlog, else
+    warnings only (structlog's default would print every event to stdout)."""
+    structlog = sys.modules.get("structlog")
+    if structlog is not None and structlog.is_configured():
+        return 0
+    return _LEVELS["warning"]
 
 
 def get_logger(name: str = "deployhq_lite") -> _Logger:
@@ -96,7 +106,9 @@ def _apply_config(structlog: Any) -> None:
             redact_secrets,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_threshold or logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            min(_threshold or logging.INFO, logging.CRITICAL)
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

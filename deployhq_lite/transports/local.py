@@ -183,9 +183,10 @@ class LocalTransport(BaseTransport):
         """Remove each directory while it is empty, deepest first; never the root."""
         self._require_open()
         removed: list[str] = []
-        for path in sorted(set(paths), key=lambda p: (-p.count("/"), p)):
-            if path in ("", "."):
-                continue
+        wanted = {p for p in paths if p not in ("", ".")}
+        for path in wanted:
+            check_relative(path)  # all of them before removing anything
+        for path in sorted(wanted, key=lambda p: (-p.count("/"), p)):
             parent, name = _split(path)
             with self._map_errors(path):
                 dfd = self._dir_fd(parent, create=False)
@@ -220,29 +221,37 @@ class LocalTransport(BaseTransport):
         pfd = self._dir_fd(parent, create=create)
         if pfd is None:
             return None
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-        except FileNotFoundError:
-            if not create:
-                return None
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o755, dir_fd=pfd)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, pfd):
-                raise PathOutsideRootError(
-                    f"server {self.server}: refusing to write through symlink {rel!r} "
-                    "on the server (it could lead outside the root)",
-                    server=self.server,
-                    path=rel,
-                ) from exc
-            raise
+        fd = self._open_child(pfd, name, rel, create=create)
+        if fd is None:
+            return None
         if len(self._dirs) >= _MAX_CACHED_DIRS:
             if self._before_evict is not None:
                 self._before_evict()  # no writer may still use a cached fd
             self._forget_dirs("")
         self._dirs[rel] = fd
         return fd
+
+    def _open_child(self, pfd: int, name: str, rel: str, *, create: bool) -> int | None:
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=pfd)
+            return os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        except OSError as exc:
+            symlink = exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(name, pfd)
+            if symlink:
+                raise PathOutsideRootError(
+                    f"server {self.server}: refusing to write through symlink {rel!r} "
+                    "on the server (it could lead outside the root)",
+                    server=self.server,
+                    path=rel,
+                ) from exc
+            if exc.errno == errno.ENOTDIR and not create:
+                return None  # a file where a directory would be: nothing under it
+            raise
 
     def _forget_dirs(self, prefix: str) -> None:
         for rel in [
