@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -155,22 +155,30 @@ def build_changeset(pairs: Iterable[tuple[str, Entry | None, Entry | None]]) -> 
                 changes.append(FileChange(modified, path, old, new))
         else:
             changes.extend(classify(path, old, new))
-    _refuse_writes_under_symlinks(changes)
+    links = {c.path for c in changes if c.new is not None and c.new.kind.is_symlink}
+    if links:
+        refuse_writes_under_symlinks(changes, links.__contains__)
     return Changeset.of(changes)
 
 
-def _refuse_writes_under_symlinks(changes: list[FileChange]) -> None:
-    """A crafted tree can hold symlink ``d`` and file ``d/x``: refuse it before any write."""
-    links = {c.path for c in changes if c.new is not None and c.new.kind.is_symlink}
-    if not links:
-        return
+def refuse_writes_under_symlinks(
+    changes: Iterable[FileChange], is_symlink: Callable[[str], bool]
+) -> None:
+    """A crafted tree can hold symlink ``d`` and file ``d/x``: refuse it before any write.
+
+    ``is_symlink(directory)`` says whether a symlink sits at that path after the deletes.
+    """
+    checked: dict[str, bool] = {}
     for change in changes:
         if change.new is None:
             continue
         parts = change.path.split("/")
         for depth in range(1, len(parts)):
             ancestor = "/".join(parts[:depth])
-            if ancestor in links:
+            link = checked.get(ancestor)
+            if link is None:
+                link = checked[ancestor] = is_symlink(ancestor)
+            if link:
                 raise UnsafePathError(change.path, f"it lies under symlink {ancestor!r}")
 
 

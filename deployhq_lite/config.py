@@ -86,7 +86,9 @@ class Settings(BaseSettings):
         try:
             return servers[server]
         except KeyError:
-            raise UnknownNameError(f"server in project {project!r}", server, servers) from None
+            raise UnknownNameError(
+                "server", server, servers, scope=f"project {project!r}"
+            ) from None
 
     def find_server(self, project: str, server: str) -> ServerConfig | None:
         found = self.projects.get(project)

@@ -16,7 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .changeset import ChangeKind, Changeset, Entry, EntryKind, FileChange
+from .changeset import (
+    ChangeKind,
+    Changeset,
+    Entry,
+    EntryKind,
+    FileChange,
+    refuse_writes_under_symlinks,
+)
 from .errors import (
     DeployHQLiteError,
     DeploymentError,
@@ -205,6 +212,7 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
     assert deployment.end_tree is not None
     end = TreeSnapshot(store.repo, deployment.end_tree)
     changeset = changes_between(start, end)
+    _refuse_symlinked_writes(changeset, start, end)
     unfinished = [
         d
         for d in history.unfinished_since(
@@ -218,6 +226,20 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
         guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
         changeset = Changeset.of([*kept, *guessed])
     return Plan(latest, end, changeset, uncertain)
+
+
+def _refuse_symlinked_writes(changeset: Changeset, start: Snapshot, end: Snapshot) -> None:
+    """No write may go under a symlink the server will hold (kept from ``start`` or new)."""
+    deleted = {c.path for c in changeset.deletes}
+
+    def is_symlink(path: str) -> bool:
+        for side in (end, start):
+            entry = side.get(path)
+            if entry is not None and entry.kind.is_symlink:
+                return side is end or path not in deleted
+        return False
+
+    refuse_writes_under_symlinks(changeset, is_symlink)
 
 
 def _rewrite(path: str, old: Entry | None, new: Entry | None) -> FileChange:

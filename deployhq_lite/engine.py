@@ -77,7 +77,10 @@ class Engine:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"state_dir {path}: cannot create it ({exc.strerror})") from None
+            where = self.settings.config_path or "config"
+            raise ConfigError(
+                f"{where}: state_dir {path}: cannot create it ({exc.strerror})"
+            ) from None
         return path
 
     @cached_property
@@ -141,7 +144,7 @@ class Engine:
             found = matches[0] if len(matches) == 1 else None
         if found is None or found.project != project:
             recent = [d.identifier for d in self.history.query(project, limit=5)]
-            raise UnknownNameError(f"deployment in project {project!r}", identifier, recent)
+            raise UnknownNameError("deployment", identifier, recent, scope=f"project {project!r}")
         return found
 
     def list_deployments(

@@ -51,10 +51,11 @@ class ConfigError(DeployHQLiteError, ValueError):
 class UnknownNameError(ConfigError, KeyError):
     """A project, server or deployment name that does not exist; lists the known ones."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, known: Iterable[str], *, scope: str = "") -> None:
         names = sorted(known)
-        listing = ", ".join(names) if names else "none configured"
-        super().__init__(f"unknown {kind} {name!r} (known: {listing})")
+        listing = ", ".join(names) if names else "none"
+        where = f" in {scope}" if scope else ""
+        super().__init__(f"unknown {kind} {name!r}{where} (known: {listing})")
         self.kind = kind
         self.name = name
         self.known = tuple(names)
@@ -68,6 +69,8 @@ class RepositoryError(DeployHQLiteError):
 
 
 class RevisionNotFoundError(RepositoryError):
+    exit_code = 2  # a usage error: the revision asked for does not exist
+
     def __init__(self, spec: str, repository: str) -> None:
         super().__init__(f"revision {spec!r} not found in repository {repository}")
         self.spec = spec
@@ -84,7 +87,10 @@ class UnsafePathError(RepositoryError):
 
 
 class RefusedError(DeployHQLiteError):
-    """An expected refusal: the request was understood and nothing was written."""
+    """An expected refusal: the request was understood and nothing was written to a server.
+
+    A deployment refused after it was recorded (server locked, marker disagrees) stays in
+    the history as ``failed`` with this message, as DeployHQ shows refused runs."""
 
     exit_code = 3
 

@@ -370,6 +370,7 @@ def test_a_failed_rollback_converges_when_retried(
 
 # -- examples the properties found: retries after a half-done type change, on local disk ---
 
+
 def _block(root: Path, path: str) -> None:
     """Make writing ``path`` fail: a non-empty directory sits where the file goes."""
     target = root / path

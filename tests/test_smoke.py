@@ -1,7 +1,6 @@
+import deployhq_lite as dhq
 from deployhq_lite.testing.gitrepo import Executable, Symlink
 from deployhq_lite.testing.plugin import Site
-
-import deployhq_lite as dhq
 
 
 def test_deploy_then_rollback_restores_first_revision(site: Site) -> None:

@@ -1,0 +1,315 @@
+"""Configuration: one clear line and exit code 2 for every bad config, ``DEPLOYHQ_LITE_*``
+environment overrides, and relative paths resolved against the config file's directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import deployhq_lite as dhq
+from deployhq_lite.config import load_settings
+from deployhq_lite.testing.gitrepo import GitRepoBuilder
+from deployhq_lite.testing.plugin import Site
+
+SCRIPT = Path(sys.executable).with_name("deployhq-lite")
+
+
+def run(
+    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(SCRIPT), *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        check=False,
+        timeout=120,
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """Exit code 2, nothing on stdout, exactly one line on stderr, no traceback."""
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def config_text(repo: Path | str, root: Path | str, state: Path | str, extra: str = "") -> str:
+    return (
+        f'state_dir = "{state}"\n\n'
+        "[projects.website]\n"
+        'name = "Website"\n'
+        f'repository = "{repo}"\n'
+        'branch = "main"\n\n'
+        "[projects.website.servers.production]\n"
+        'name = "Production Server"\n'
+        'protocol_type = "local"\n'
+        f'root = "{root}"\n' + extra
+    )
+
+
+BAD_CONFIGS = {
+    "unknown-key": (
+        lambda t: t.replace('protocol_type = "local"', 'protocl_type = "local"'),
+        ["projects.website.servers.production.protocl_type", "unknown key"],
+    ),
+    "unknown-top-level-key": (
+        lambda t: "stat_dir = 'x'\n" + t,
+        ["stat_dir"],
+    ),
+    "wrong-type": (
+        lambda t: t.replace('branch = "main"', "branch = 3"),
+        ["projects.website.branch"],
+    ),
+    "wrong-protocol": (
+        lambda t: t.replace('protocol_type = "local"', 'protocol_type = "ftp"'),
+        ["projects.website.servers.production.protocol_type", "ftp"],
+    ),
+    "missing-repository": (
+        lambda t: "\n".join(line for line in t.splitlines() if "repository" not in line),
+        ["projects.website.repository", "missing"],
+    ),
+    "missing-root": (
+        lambda t: "\n".join(line for line in t.splitlines() if not line.startswith("root")),
+        ["projects.website.servers.production.root"],
+    ),
+    "toml-syntax": (
+        lambda t: t.replace('branch = "main"', "branch = main"),
+        ["line 6"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_one_line_naming_key_and_file(site: Site, case: str) -> None:
+    site.repo.commit({"index.html": "hi"})
+    mutate, expected = BAD_CONFIGS[case]
+    site.config.write_text(mutate(site.config.read_text()))
+    line = one_error_line(run("deploy", "website", "-s", "production", "--config", site.config))
+    assert str(site.config) in line
+    for text in expected:
+        assert text in line
+    assert not site.root.exists()
+    with pytest.raises(dhq.ConfigError) as raised:
+        load_settings(site.config)
+    assert str(raised.value) in line
+
+
+def test_bad_config_under_json_is_an_error_object(site: Site) -> None:
+    site.config.write_text(site.config.read_text().replace('branch = "main"', "branch = 3"))
+    done = run("deploy", "website", "-s", "production", "--config", site.config, "--json")
+    assert done.returncode == 2
+    data = json.loads(done.stdout)
+    assert set(data) == {"error"}
+    assert "projects.website.branch" in data["error"]
+    assert str(site.config) in data["error"]
+
+
+@pytest.mark.parametrize("kind", ["plain-directory", "missing-path"])
+def test_repository_that_is_not_a_git_repository(site: Site, tmp_path: Path, kind: str) -> None:
+    bogus = tmp_path / "not-a-repo"
+    if kind == "plain-directory":
+        bogus.mkdir()
+        (bogus / "README").write_text("just files")
+    site.config.write_text(config_text(bogus, site.root, site.state_dir))
+    line = one_error_line(run("deploy", "website", "-s", "production", "--config", site.config))
+    assert str(site.config) in line
+    assert "projects.website.repository" in line
+    assert str(bogus) in line
+    assert not site.root.exists()
+
+
+def test_unknown_project_and_server_list_known_names(site: Site) -> None:
+    site.config.write_text(
+        site.config.read_text()
+        + f'\n[projects.blog]\nrepository = "{site.repo.path}"\n'
+        + '[projects.blog.servers.staging]\nroot = "/tmp/nowhere-blog"\n'
+    )
+    line = one_error_line(run("deploy", "shop", "-s", "production", "--config", site.config))
+    assert "'shop'" in line
+    assert "blog, website" in line
+    line = one_error_line(run("deploy", "website", "-s", "live", "--config", site.config))
+    assert "'live'" in line
+    assert "production" in line
+    assert "staging" not in line  # another project's server
+    with pytest.raises(dhq.UnknownNameError) as raised:
+        load_settings(site.config).get_server("blog", "production")
+    assert raised.value.known == ("staging",)
+
+
+def test_no_config_file_at_all(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = one_error_line(run("deploy", "website", "-s", "production", cwd=empty))
+    assert "deployhq-lite.toml" in line
+    assert "--config" in line
+    line = one_error_line(
+        run("deployments", "list", "website", "--config", tmp_path / "nope.toml", cwd=empty)
+    )
+    assert str(tmp_path / "nope.toml") in line
+    assert list(empty.iterdir()) == []  # no state directory made on the way out
+
+
+# -- environment overrides -----------------------------------------------------------------
+
+
+def test_env_overrides_branch_in_library(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(site.config).get_project("website").branch == "main"
+    monkeypatch.setenv("DEPLOYHQ_LITE_PROJECTS__WEBSITE__BRANCH", "release")
+    settings = load_settings(site.config)
+    project = settings.get_project("website")
+    assert project.branch == "release"
+    # The rest of the file still applies (a merge, not a replacement).
+    assert project.name == "Website"
+    assert project.repository == site.repo.path
+    assert settings.get_server("website", "production").root == site.root
+
+
+def test_env_overrides_branch_for_a_real_deploy(site: Site) -> None:
+    site.repo.commit({"index.html": "main branch"})
+    release = GitRepoBuilder(site.repo.path, branch="release").commit(
+        {"index.html": "release branch", "only-release.txt": "r"}
+    )
+    done = run(
+        "deploy",
+        "website",
+        "-s",
+        "production",
+        "--config",
+        site.config,
+        "--json",
+        env={"DEPLOYHQ_LITE_PROJECTS__WEBSITE__BRANCH": "release"},
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["branch"] == "release"
+    assert data["end_revision"] == release
+    assert site.files() == {"index.html": b"release branch", "only-release.txt": b"r"}
+
+
+def test_env_override_state_dir(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site.repo.commit({"index.html": "hi"})
+    other = tmp_path / "other-state"
+    monkeypatch.setenv("DEPLOYHQ_LITE_STATE_DIR", str(other))
+    assert load_settings(site.config).state_dir == other
+    dhq.deploy("website", "production", config=site.config)
+    assert (other / "history.sqlite3").exists()
+    assert not site.state_dir.exists()
+
+
+def test_bad_env_override_is_a_config_error(site: Site) -> None:
+    line = one_error_line(
+        run(
+            "deploy",
+            "website",
+            "-s",
+            "production",
+            "--config",
+            site.config,
+            env={"DEPLOYHQ_LITE_PROJECTS__WEBSITE__SERVERS__PRODUCTION__PROTOCOL_TYPE": "ftp"},
+        )
+    )
+    assert "protocol_type" in line
+    assert "DEPLOYHQ_LITE_" in line  # says the environment took part
+    assert str(site.config) in line
+
+
+def test_config_env_variable_is_not_a_setting(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEPLOYHQ_LITE_CONFIG names the file; it must not trip ``extra="forbid"``."""
+    monkeypatch.setenv("DEPLOYHQ_LITE_CONFIG", str(site.config))
+    settings = load_settings()
+    assert settings.get_project("website").name == "Website"
+    assert os.environ["DEPLOYHQ_LITE_CONFIG"] == str(site.config)
+
+
+# -- relative paths --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def relative_site(tmp_path: Path, git_repo: GitRepoBuilder) -> tuple[Path, Path]:
+    """A config in conf/ naming its state dir, repository and root by relative paths."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    git_repo.commit({"index.html": "relative", "sub/page.txt": "p"})
+    os.symlink(git_repo.path, conf / "src")  # repository = "src" means conf/src
+    config = conf / "deployhq-lite.toml"
+    config.write_text(config_text("src", "public/www", "state"))
+    cwd = tmp_path / "somewhere-else"
+    cwd.mkdir()
+    return config, cwd
+
+
+def test_relative_paths_resolve_against_config_dir_library(
+    relative_site: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, cwd = relative_site
+    monkeypatch.chdir(cwd)
+    settings = load_settings(os.path.relpath(config, cwd))
+    conf = config.parent.resolve()
+    assert settings.state_dir == conf / "state"
+    assert settings.get_project("website").repository == conf / "src"
+    assert settings.get_server("website", "production").root == conf / "public" / "www"
+
+
+def test_relative_paths_resolve_against_config_dir_cli(relative_site: tuple[Path, Path]) -> None:
+    config, cwd = relative_site
+    conf = config.parent
+    done = run(
+        "deploy",
+        "website",
+        "-s",
+        "production",
+        "--config",
+        os.path.relpath(config, cwd),
+        "--json",
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (conf / "public" / "www" / "index.html").read_text() == "relative"
+    assert (conf / "public" / "www" / "sub" / "page.txt").read_text() == "p"
+    assert (conf / "state" / "history.sqlite3").exists()
+    assert list(cwd.iterdir()) == []  # nothing landed in the working directory
+
+
+def test_config_path_that_is_a_directory_or_not_utf8(site: Site, tmp_path: Path) -> None:
+    done = run("deployments", "list", "website", "--config", tmp_path)
+    assert done.returncode == 2
+    assert "is a directory" in done.stderr
+    assert "Traceback" not in done.stderr
+    site.config.write_bytes(b'state_dir = "\xff"\n')
+    line = one_error_line(run("deployments", "list", "website", "--config", site.config))
+    assert str(site.config) in line
+
+
+def state_dir_is_a_file(site: Site) -> str:
+    blocker = site.config.with_name("not-a-directory")
+    blocker.write_text("a file")
+    site.state_dir = blocker
+    site.write_config()
+    site.repo.commit({"index.html": "hi"})
+    line = one_error_line(run("deploy", "website", "-s", "production", "--config", site.config))
+    assert not site.root.exists()
+    return line
+
+
+def test_unusable_state_dir_is_a_config_error(site: Site) -> None:
+    line = state_dir_is_a_file(site)
+    assert "state_dir" in line
+    assert str(site.state_dir) in line
+
+
+def test_unusable_state_dir_error_names_the_config_file(site: Site) -> None:
+    assert str(site.config) in state_dir_is_a_file(site)

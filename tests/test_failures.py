@@ -1,0 +1,662 @@
+"""Failures and refusals end to end: a deploy that breaks half-way, repairs on the next
+run, hostile repository trees, the server lock, the server marker, and rollback after the
+source history was rewritten and garbage-collected."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from contextlib import closing
+from pathlib import Path
+
+import pygit2
+import pytest
+from pygit2.enums import ObjectType
+
+import deployhq_lite as dhq
+from deployhq_lite.records import utcnow
+from deployhq_lite.store import History, LockRecord
+from deployhq_lite.testing.gitrepo import Executable, Symlink, git
+from deployhq_lite.testing.plugin import Site
+
+SCRIPT = Path(sys.executable).with_name("deployhq-lite")
+MARKER = Path(".deployhq-lite/revision")
+LOCK_KEY = "website/production"
+
+
+def run(
+    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(SCRIPT), *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        check=False,
+        timeout=120,
+    )
+
+
+def cli_deploy(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    done = run("deploy", "website", "--server", "production", "--config", site.config, *args)
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("error:")]
+
+
+# -- exact views of a revision and of a server ----------------------------------------------
+
+
+def _describe(mode: int, data: bytes) -> bytes | str:
+    if stat.S_ISLNK(mode):
+        return "-> " + data.decode()
+    perms = stat.S_IMODE(mode)
+    assert perms in (0o644, 0o755), oct(perms)
+    return data if perms == 0o644 else b"[x]" + data
+
+
+def revision_listing(repo_path: Path, revision: str) -> dict[str, bytes | str]:
+    """Every directory, file (content, exec bit) and symlink of a revision, read with pygit2."""
+    repo = pygit2.Repository(str(repo_path))
+    out: dict[str, bytes | str] = {}
+
+    def walk(tree: pygit2.Tree, prefix: str) -> None:
+        for item in tree:
+            path = prefix + str(item.name)
+            if item.filemode == 0o040000:
+                out[path + "/"] = "dir"
+                walk(repo[item.id], path + "/")
+            elif item.filemode == 0o120000:
+                out[path] = _describe(stat.S_IFLNK, repo[item.id].data)
+            else:
+                perms = 0o755 if item.filemode == 0o100755 else 0o644
+                out[path] = _describe(stat.S_IFREG | perms, repo[item.id].data)
+
+    walk(repo.revparse_single(revision).peel(pygit2.Tree), "")
+    return out
+
+
+def server_listing(root: Path) -> dict[str, bytes | str]:
+    """The same view of a server root, leaving out only our marker directory."""
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir == Path("."):
+            dirnames[:] = [d for d in dirnames if d != ".deployhq-lite"]
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath, name)
+            rel = str(rel_dir / name) if rel_dir != Path(".") else name
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode):
+                out[rel + "/"] = "dir"
+            elif stat.S_ISLNK(info.st_mode):
+                out[rel] = _describe(info.st_mode, os.readlink(path).encode())
+            else:
+                out[rel] = _describe(info.st_mode, path.read_bytes())
+    return out
+
+
+def temp_files(root: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        found += [os.path.join(dirpath, n) for n in dirnames + filenames if "dhq-tmp" in n]
+    return found
+
+
+def marker(site: Site) -> bytes:
+    return (site.root / MARKER).read_bytes()
+
+
+def lib_deploy(site: Site, revision: str | None = None, **kw: bool) -> dhq.Deployment:
+    done = dhq.deploy("website", "production", revision=revision, config=site.config, **kw)
+    assert done.status is dhq.DeploymentStatus.COMPLETED
+    return done
+
+
+def block(site: Site, path: str) -> Path:
+    """Put a non-empty directory where a file has to land: writing it must fail."""
+    obstacle = site.root / path
+    obstacle.mkdir(parents=True)
+    (obstacle / "someone-elses.txt").write_text("not from git")
+    return obstacle
+
+
+def remove(obstacle: Path) -> None:
+    for child in obstacle.iterdir():
+        child.unlink()
+    obstacle.rmdir()
+
+
+def history(site: Site) -> History:
+    return History(site.state_dir / "history.sqlite3")
+
+
+# -- (a) a failure in the middle of a deploy -------------------------------------------------
+
+A = {"a.txt": "a1", "keep/k.txt": "k", "run.sh": Executable("one")}
+B = {"a.txt": "a2", "b.txt": "b", "c.txt": Executable("c"), "d/e.txt": "e", "ln": Symlink("a.txt")}
+
+
+def test_failure_mid_deploy_keeps_marker_and_rerun_converges(site: Site) -> None:
+    site.repo.commit(A)
+    lib_deploy(site)
+    before = marker(site)
+    b = site.repo.commit(B)
+    obstacle = block(site, "b.txt")
+
+    failed = cli_deploy(site, "--json")
+
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    error = json.loads(failed.stdout)["error"]
+    assert "b.txt" in error
+    assert marker(site) == before
+    assert temp_files(site.root) == []
+    assert (site.root / "a.txt").read_text() == "a2"  # it really stopped half-way
+    with closing(history(site)) as h:
+        record = h.query("website", limit=1)[0]
+        outcomes = {o.path: o.status.value for o in h.outcomes(record.identifier)}
+    assert record.status is dhq.DeploymentStatus.FAILED
+    assert record.error is not None and "b.txt" in record.error
+    assert outcomes["a.txt"] == "done"
+    assert outcomes["b.txt"] == "failed"
+    shown = run("deployments", "show", "website", record.identifier, "--config", site.config)
+    assert shown.returncode == 0
+    assert "failed" in shown.stdout
+
+    remove(obstacle)
+    again = cli_deploy(site, "--json")
+
+    assert again.returncode == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert data["status"] == "completed"
+    assert server_listing(site.root) == revision_listing(site.repo.path, b)
+    assert temp_files(site.root) == []
+    assert json.loads(marker(site))["deployment"] == data["identifier"]
+
+
+def test_redeploying_the_current_revision_undoes_a_failed_deploy(site: Site) -> None:
+    a = site.repo.commit(A)
+    lib_deploy(site)
+    site.repo.commit(B)
+    obstacle = block(site, "b.txt")
+    with pytest.raises(dhq.DeploymentError):
+        dhq.deploy("website", "production", config=site.config)
+    remove(obstacle)
+    assert server_listing(site.root) != revision_listing(site.repo.path, a)
+
+    lib_deploy(site, a)
+
+    assert server_listing(site.root) == revision_listing(site.repo.path, a)
+
+
+def test_interrupted_deploy_is_recorded_failed_and_rerun_converges(site: Site) -> None:
+    site.repo.commit(A)
+    lib_deploy(site)
+    before = marker(site)
+    b = site.repo.commit(B)
+
+    def interrupt(event: dhq.HookEvent) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C does in the middle of a deploy
+
+    with pytest.raises(KeyboardInterrupt):
+        dhq.deploy("website", "production", config=site.config, hooks={"file.uploaded": interrupt})
+
+    assert marker(site) == before
+    assert temp_files(site.root) == []
+    with closing(history(site)) as h:
+        record = h.query("website", limit=1)[0]
+        taken, holder = h.try_lock(LockRecord(LOCK_KEY, "probe", "test", utcnow()))
+        h.unlock(LOCK_KEY, "probe")
+    assert record.status is dhq.DeploymentStatus.FAILED  # never left "running"
+    assert taken and holder is None  # the lock was released
+    lib_deploy(site)
+    assert server_listing(site.root) == revision_listing(site.repo.path, b)
+
+
+# -- (b) rollback after a failed deployment --------------------------------------------------
+
+
+def test_rollback_after_failed_deploy_converges(site: Site) -> None:
+    a = site.repo.commit({"keep.txt": "k", "b.txt": "A", "dir/x.txt": "x"})
+    first = lib_deploy(site)
+    site.repo.commit({"b.txt": "B", "only_b.txt": "ob"})
+    lib_deploy(site)
+    # C touches paths B -> A does not: keep.txt (modified) and a/new.txt (added) are
+    # written before z.txt fails, so only the repairs of the failed run can undo them.
+    site.repo.commit({"a/new.txt": "n", "keep.txt": "kC", "z.txt": "z", "dir/x.txt": None})
+    obstacle = block(site, "z.txt")
+    with pytest.raises(dhq.DeploymentError):
+        dhq.deploy("website", "production", config=site.config)
+    assert (site.root / "keep.txt").read_text() == "kC"
+    assert not (site.root / "dir").exists()
+    remove(obstacle)
+
+    done = run("rollback", "website", first.identifier, "--config", site.config, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "completed"
+    assert server_listing(site.root) == revision_listing(site.repo.path, a)
+    assert temp_files(site.root) == []
+
+
+def test_rollback_preview_after_failed_deploy_lists_the_repairs(site: Site) -> None:
+    site.repo.commit({"keep.txt": "k"})
+    first = lib_deploy(site)
+    site.repo.commit({"b.txt": "B"})
+    lib_deploy(site)
+    site.repo.commit({"a.txt": "written", "z.txt": "z"})
+    block(site, "z.txt")
+    with pytest.raises(dhq.DeploymentError):
+        dhq.deploy("website", "production", config=site.config)
+    preview = dhq.rollback("website", first.identifier, mode="preview", config=site.config)
+    with closing(history(site)) as h:
+        changes = {o.path: o.change for o in h.outcomes(preview.identifier)}
+    assert changes["b.txt"] == "deleted"
+    assert changes["a.txt"] == "deleted"  # left behind by the failed run
+
+
+# -- (c) hostile trees -------------------------------------------------------------------------
+
+
+def _raw_tree(repo: pygit2.Repository, entries: list[tuple[int, bytes, pygit2.Oid]]) -> pygit2.Oid:
+    """Write a tree object byte by byte: TreeBuilder refuses the names we need here."""
+
+    def key(entry: tuple[int, bytes, pygit2.Oid]) -> bytes:
+        return entry[1] + (b"/" if entry[0] == 0o040000 else b"")
+
+    body = b"".join(
+        b"%o %s\0" % (mode, name) + oid.raw for mode, name, oid in sorted(entries, key=key)
+    )
+    return repo.odb.write(ObjectType.TREE, body)
+
+
+def hostile_commit(site: Site, kind: str) -> str:
+    """A commit on a branch named ``kind`` whose tree holds one hostile entry."""
+    repo = pygit2.Repository(str(site.repo.path))
+    evil = repo.create_blob(b"evil")
+    good = repo.create_blob(b"<h1>fine</h1>")
+    inner = _raw_tree(repo, [(0o100644, b"x", evil)])
+    parent = repo.references.get("refs/heads/main")
+    parents = [parent.target] if parent is not None else []
+    hostile: list[tuple[int, bytes, pygit2.Oid]] = {
+        "dotdot-dir": [(0o040000, b"..", inner)],
+        "dotdot-file": [(0o100644, b"..", evil)],
+        "dot-git": [(0o040000, b".git", inner)],
+        "dot-GIT-file": [(0o100644, b".GIT", evil)],
+        "nested-dot-git": [(0o040000, b"sub", _raw_tree(repo, [(0o040000, b".git", inner)]))],
+        "marker": [(0o040000, b".deployhq-lite", _raw_tree(repo, [(0o100644, b"revision", evil)]))],
+        "gitlink": [(0o160000, b"vendor", parents[0] if parents else evil)],
+    }[kind]
+    tree = _raw_tree(repo, [(0o100644, b"index.html", good), *hostile])
+    sig = pygit2.Signature("Test Author", "author@example.com", 1_700_000_000, 0)
+    commit = repo.create_commit(f"refs/heads/{kind}", sig, sig, kind, tree, parents)
+    return str(commit)
+
+
+HOSTILE = ["dotdot-dir", "dotdot-file", "dot-git", "dot-GIT-file", "nested-dot-git", "marker"]
+
+
+@pytest.mark.parametrize("kind", [*HOSTILE, "gitlink"])
+def test_hostile_tree_on_a_fresh_server_writes_nothing(site: Site, kind: str) -> None:
+    site.repo.commit({"README": "base"})
+    revision = hostile_commit(site, kind)
+
+    done = cli_deploy(site, "--revision", revision)
+
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    [line] = error_lines(done)
+    assert ("submodule" if kind == "gitlink" else "unsafe path") in line
+    assert not site.root.exists() or list(site.root.iterdir()) == []
+    assert not (site.root.parent / "x").exists()
+
+
+@pytest.mark.parametrize("kind", [*HOSTILE, "gitlink"])
+def test_hostile_tree_after_a_deploy_moves_nothing(site: Site, kind: str) -> None:
+    good = site.repo.commit({"index.html": "v1", "docs/a.txt": "a"})
+    lib_deploy(site)
+    before, listing = marker(site), server_listing(site.root)
+    revision = hostile_commit(site, kind)
+
+    with pytest.raises(dhq.RepositoryError) as raised:
+        dhq.deploy("website", "production", revision=revision, config=site.config)
+    assert ("submodule" if kind == "gitlink" else "unsafe path") in str(raised.value)
+    with pytest.raises(dhq.RepositoryError):
+        dhq.preview("website", "production", revision=revision, config=site.config)
+
+    assert marker(site) == before
+    assert server_listing(site.root) == listing == revision_listing(site.repo.path, good)
+    # The refused attempt does not poison later deployments.
+    site.repo.commit({"index.html": "v2"})
+    lib_deploy(site)
+    assert (site.root / "index.html").read_text() == "v2"
+
+
+def symlink_parent_commit(site: Site) -> str:
+    """A tree with two entries named ``d``: a symlink out of the root and a directory
+    holding ``x``; the path ``d/x`` would be written through the symlink."""
+    repo = pygit2.Repository(str(site.repo.path))
+    inner = _raw_tree(repo, [(0o100644, b"x", repo.create_blob(b"evil"))])
+    tree = _raw_tree(
+        repo,
+        [
+            (0o100644, b"a.txt", repo.create_blob(b"fine")),
+            (0o120000, b"d", repo.create_blob(b"../outside")),
+            (0o040000, b"d", inner),
+        ],
+    )
+    sig = pygit2.Signature("Test Author", "author@example.com", 1_700_000_000, 0)
+    return str(repo.create_commit("refs/heads/twin", sig, sig, "twin", tree, []))
+
+
+def test_tree_writing_through_its_own_symlink_never_leaves_the_root(site: Site) -> None:
+    outside = site.root.parent / "outside"
+    outside.mkdir()
+    revision = symlink_parent_commit(site)
+
+    done = cli_deploy(site, "--revision", revision)
+
+    assert done.returncode == 1
+    [line] = error_lines(done)
+    assert "unsafe path" in line
+    assert "symlink" in line
+    assert list(outside.iterdir()) == []
+    assert not site.root.exists() or list(site.root.iterdir()) == []
+
+
+def test_tree_writing_through_its_own_symlink_is_refused_before_any_upload(site: Site) -> None:
+    site.repo.commit({"index.html": "v1"})
+    lib_deploy(site)
+    before, listing = marker(site), server_listing(site.root)
+    revision = symlink_parent_commit(site)
+    with pytest.raises(dhq.UnsafePathError) as raised:
+        dhq.deploy("website", "production", revision=revision, config=site.config)
+    assert raised.value.path == "d/x"
+    assert (marker(site), server_listing(site.root)) == (before, listing)
+
+
+def test_failed_deploy_prints_one_line_on_stderr(site: Site) -> None:
+    site.repo.commit({"README": "base"})
+    revision = hostile_commit(site, "dot-git")
+    done = cli_deploy(site, "--revision", revision)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == error_lines(done)
+
+
+# -- (d) the server lock ---------------------------------------------------------------------
+
+
+def hold_lock(site: Site, owner: str) -> None:
+    with closing(history(site)) as h:
+        taken, holder = h.try_lock(
+            LockRecord(LOCK_KEY, "deployment-elsewhere", owner, "2026-01-01T00:00:00.000000Z")
+        )
+    assert taken and holder is None
+
+
+def test_locked_server_refuses_then_break_lock_succeeds(site: Site) -> None:
+    first = site.repo.commit({"index.html": "v1"})
+    lib_deploy(site)
+    before = server_listing(site.root), marker(site)
+    second = site.repo.commit({"index.html": "v2", "new.txt": "n"})
+    hold_lock(site, "alice@build-box:4242")
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3
+    [line] = error_lines(refused)
+    assert "locked by" in line
+    assert "--break-lock" in line
+    assert "alice@build-box:4242" in line
+    assert "deployment-elsewhere" in line
+    assert (server_listing(site.root), marker(site)) == before
+    assert before[0] == revision_listing(site.repo.path, first)
+    as_json = cli_deploy(site, "--json")
+    assert as_json.returncode == 3
+    assert "locked by" in json.loads(as_json.stdout)["error"]
+
+    broken = cli_deploy(site, "--break-lock", "--json")
+
+    assert broken.returncode == 0, broken.stderr
+    assert server_listing(site.root) == revision_listing(site.repo.path, second)
+    with closing(history(site)) as h:  # released after the run
+        taken, holder = h.try_lock(LockRecord(LOCK_KEY, "probe", "test", utcnow()))
+        h.unlock(LOCK_KEY, "probe")
+    assert taken and holder is None
+
+
+def test_lock_refuses_rollback_too(site: Site) -> None:
+    site.repo.commit({"index.html": "v1"})
+    first = lib_deploy(site)
+    site.repo.commit({"index.html": "v2"})
+    lib_deploy(site)
+    hold_lock(site, "bob@ci:1")
+    with pytest.raises(dhq.DeploymentLockedError):
+        dhq.rollback("website", first.identifier, config=site.config)
+    assert (site.root / "index.html").read_text() == "v2"
+    back = dhq.rollback("website", first.identifier, config=site.config, break_lock=True)
+    assert back.status is dhq.DeploymentStatus.COMPLETED
+    assert (site.root / "index.html").read_text() == "v1"
+
+
+def test_lock_of_a_dead_local_process_is_called_stale(site: Site) -> None:
+    import getpass
+    import socket
+
+    site.repo.commit({"index.html": "v1"})
+    pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    hold_lock(site, f"{getpass.getuser()}@{socket.gethostname()}:{pid}")
+    with pytest.raises(dhq.DeploymentLockedError) as raised:
+        dhq.deploy("website", "production", config=site.config)
+    assert "stale" in str(raised.value)
+    assert "--break-lock" in str(raised.value)
+
+
+# -- (e) the server marker -------------------------------------------------------------------
+
+
+def tamper_marker(site: Site, how: str) -> bytes | None:
+    path = site.root / MARKER
+    if how == "other-deployment":
+        body = json.loads(path.read_text())
+        body["deployment"] = str(uuid.uuid4())
+        path.write_text(json.dumps(body))
+    elif how == "removed":
+        path.unlink()
+    else:
+        path.write_bytes(b"\x00not json")
+    return path.read_bytes() if path.exists() else None
+
+
+def test_marker_mismatch_refuses_then_override_succeeds(site: Site) -> None:
+    site.repo.commit({"index.html": "v1", "old.txt": "o"})
+    lib_deploy(site)
+    tampered = tamper_marker(site, "other-deployment")
+    listing = server_listing(site.root)
+    second = site.repo.commit({"index.html": "v2", "old.txt": None})
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3, refused.stderr
+    [line] = error_lines(refused)
+    assert "--override-marker" in line
+    assert server_listing(site.root) == listing
+    assert marker(site) == tampered
+
+    done = cli_deploy(site, "--override-marker", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert server_listing(site.root) == revision_listing(site.repo.path, second)
+    assert json.loads(marker(site))["deployment"] == json.loads(done.stdout)["identifier"]
+
+
+@pytest.mark.parametrize("how", ["removed", "garbage"])
+def test_missing_or_garbled_marker_is_refused_too(site: Site, how: str) -> None:
+    site.repo.commit({"index.html": "v1"})
+    lib_deploy(site)
+    tampered = tamper_marker(site, how)
+    second = site.repo.commit({"index.html": "v2"})
+    with pytest.raises(dhq.MarkerMismatchError) as raised:
+        dhq.deploy("website", "production", config=site.config)
+    assert "--override-marker" in str(raised.value)
+    assert (site.root / "index.html").read_text() == "v1"
+    path = site.root / MARKER
+    assert (path.read_bytes() if path.exists() else None) == tampered
+    lib_deploy(site, override_marker=True)
+    assert server_listing(site.root) == revision_listing(site.repo.path, second)
+
+
+def test_marker_from_a_history_we_do_not_know_is_refused(site: Site, tmp_path: Path) -> None:
+    site.repo.commit({"index.html": "v1"})
+    lib_deploy(site)
+    theirs = marker(site)
+    site.state_dir = tmp_path / "fresh-state"
+    site.write_config()
+
+    refused = cli_deploy(site, "--json")
+
+    assert refused.returncode == 3
+    error = json.loads(refused.stdout)["error"]
+    assert "--override-marker" in error
+    assert json.loads(theirs)["deployment"] in error
+    assert marker(site) == theirs
+    assert cli_deploy(site, "--override-marker").returncode == 0
+    assert marker(site) != theirs
+
+
+# -- (f) rollback after the source history was rewritten and collected ----------------------
+
+OLD = {
+    "index.html": "<h1>first</h1>",
+    "bin/tool": Executable("#!/bin/sh\necho first\n"),
+    "assets/logo.svg": "<svg>first</svg>",
+    "link": Symlink("index.html"),
+    "deep/a/b/c.txt": "deep",
+}
+
+
+def commit_with_git_cli(site: Site, files: Mapping[str, str | Executable | Symlink | None]) -> str:
+    """Commit through a work tree with ``git add``/``git commit``: loose objects."""
+    work = site.repo.path
+    for path, content in files.items():
+        target = work / path
+        if content is None:
+            target.unlink()
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Symlink):
+            os.symlink(content.target, target)
+        elif isinstance(content, Executable):
+            target.write_text(str(content.content))
+            target.chmod(0o755)
+        else:
+            target.write_text(content)
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "change", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def rewrite_and_collect(site: Site, via: str) -> str:
+    """Replace the branch with an unrelated history, then expire reflogs and gc --prune=now."""
+    work = site.repo.path
+    if via == "fast-import":
+        git("update-ref", "-d", "refs/heads/main", cwd=work)
+        new = site.repo.commit({"unrelated.txt": "new world"})
+    else:
+        git("checkout", "-q", "--orphan", "rewritten", cwd=work)
+        git("rm", "-rq", "--cached", ".", cwd=work)
+        git("clean", "-fdxq", cwd=work)
+        new = commit_with_git_cli(site, {"unrelated.txt": "new world"})
+        git("branch", "-M", "rewritten", "main", cwd=work)
+    git("reflog", "expire", "--expire=now", "--all", cwd=work)
+    git("gc", "-q", "--prune=now", cwd=work)
+    return new
+
+
+@pytest.mark.parametrize("via", ["fast-import", "git-commit"])
+def test_rollback_after_force_push_and_gc(site: Site, via: str) -> None:
+    commit = site.repo.commit if via == "fast-import" else lambda f: commit_with_git_cli(site, f)
+    old = commit(OLD)
+    expected_old = revision_listing(site.repo.path, old)
+    first = lib_deploy(site)
+    mid = commit({"index.html": "<h1>second</h1>", "assets/logo.svg": None, "added.txt": "+"})
+    expected_mid = revision_listing(site.repo.path, mid)
+    second = lib_deploy(site)
+
+    new = rewrite_and_collect(site, via)
+
+    for gone in (old, mid):
+        with pytest.raises(RuntimeError):
+            git("cat-file", "-e", gone, cwd=site.repo.path)
+    with pytest.raises(RuntimeError):  # the old blobs are gone too
+        git("cat-file", "-e", str(pygit2.hash(b"<svg>first</svg>")), cwd=site.repo.path)
+
+    done = run("rollback", "website", first.identifier, "--config", site.config, "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["end_revision"] == old
+    assert server_listing(site.root) == expected_old
+    # The rewritten branch deploys, and the server still rolls back to the middle state.
+    assert lib_deploy(site).end_revision == new
+    assert server_listing(site.root) == revision_listing(site.repo.path, new)
+    dhq.rollback("website", second.identifier, config=site.config)
+    assert server_listing(site.root) == expected_mid
+
+
+def crafted_under_deployed_symlink(site: Site) -> str:
+    """Deploy a legitimate symlink ``d`` out of the root, then craft a revision that keeps
+    it and adds a tree ``d`` holding ``x`` beside it: the symlink is not in the changeset."""
+    site.repo.commit({"a.txt": "a1", "d": Symlink("../outside")})
+    lib_deploy(site)
+    repo = pygit2.Repository(str(site.repo.path))
+    head = repo.references["refs/heads/main"].target
+    link = repo[head].peel(pygit2.Tree)["d"].id
+    inner = _raw_tree(repo, [(0o100644, b"x", repo.create_blob(b"evil"))])
+    tree = _raw_tree(
+        repo,
+        [
+            (0o100644, b"a.txt", repo.create_blob(b"a2")),
+            (0o120000, b"d", link),
+            (0o040000, b"d", inner),
+        ],
+    )
+    sig = pygit2.Signature("Test Author", "author@example.com", 1_700_000_000, 0)
+    return str(repo.create_commit("refs/heads/main", sig, sig, "twin", tree, [head]))
+
+
+def test_tree_writing_under_an_already_deployed_symlink_never_leaves_the_root(
+    site: Site,
+) -> None:
+    outside = site.root.parent / "outside"
+    outside.mkdir()
+    crafted = crafted_under_deployed_symlink(site)
+    before = marker(site)
+
+    with pytest.raises(dhq.DeployHQLiteError):
+        dhq.deploy("website", "production", revision=crafted, config=site.config)
+
+    assert list(outside.iterdir()) == []
+    assert marker(site) == before
+
+
+def test_tree_writing_under_an_already_deployed_symlink_is_refused_before_any_upload(
+    site: Site,
+) -> None:
+    crafted = crafted_under_deployed_symlink(site)
+    with pytest.raises(dhq.DeployHQLiteError):
+        dhq.deploy("website", "production", revision=crafted, config=site.config)
+    assert (site.root / "a.txt").read_text() == "a1"  # nothing uploaded
