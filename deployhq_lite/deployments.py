@@ -1,39 +1,30 @@
 """The DeployHQ model: deployments, previews and rollbacks, and their rules.
 
-A deployment's start is what the server holds: the end snapshot of the latest
-completed deployment there (none: a full upload). A rollback of D is a new
-deployment from that start to D's stored end snapshot. Deployments that failed or
-were interrupted since the last completed one left some paths in between; their
-paths are rewritten to the target state too, so every run converges.
+A deployment goes from what the server holds (see :mod:`planning`) to a revision; a
+rollback of D is a new deployment to D's stored end snapshot, refused with DeployHQ's
+exact messages when the rules forbid it. Running one takes the server's lock, checks
+the marker, stores the end snapshot, applies the changes and writes the marker last.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .changeset import (
-    ChangeKind,
-    Changeset,
-    Entry,
     EntryKind,
-    FileChange,
-    refuse_writes_under_symlinks,
 )
 from .errors import (
     DeployHQLiteError,
     DeploymentError,
-    MarkerMismatchError,
-    PathOutsideRootError,
     RollbackNotAllowedError,
-    StoreError,
 )
 from .locking import server_lock
 from .log import get_logger
+from .marker import check_marker, write_marker
+from .planning import Plan, plan, settle
 from .records import (
     Deployment,
     DeploymentMode,
@@ -42,7 +33,6 @@ from .records import (
     Preview,
     utcnow,
 )
-from .snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
 from .transports import Transport, Upload
 
 if TYPE_CHECKING:
@@ -53,20 +43,9 @@ ROLLBACK_NO_SERVER = "Deployment has no parent server"
 ROLLBACK_LATEST = "Cannot rollback the latest deployment"
 ROLLBACK_IMPOSSIBLE = "Deployment cannot be rolled back"
 
-MARKER_PATH = ".deployhq-lite/revision"
-
 ProgressCallback = Callable[[int, int, str], None]
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    start: Deployment | None
-    end: Snapshot
-    changeset: Changeset
-    uncertain: frozenset[str] = frozenset()  # paths unfinished deployments may have left
-    prune: tuple[str, ...] = ()  # directories found where files must go
 
 
 # -- creating deployments -------------------------------------------------------------------
@@ -193,117 +172,6 @@ def _new(
         rollback_of=rollback_of,
     )
     return deployment
-
-
-# -- planning ---------------------------------------------------------------------------------
-
-
-def plan(engine: Engine, deployment: Deployment) -> Plan:
-    """What running ``deployment`` now would change on its server.
-
-    Paths that deployments which failed (or were cut off) since the last completed one
-    may have touched are *uncertain*: the server holds the old state, the new one, or
-    half of a type change. Here they are planned as rewrites to the target; at run time
-    :func:`settle` looks at what the server really holds at those paths.
-    """
-    history, store = engine.history, engine.snapshots
-    latest = history.find_latest_completed(deployment.project, deployment.server)
-    start = _stored_snapshot(engine, latest) if latest else EMPTY
-    assert deployment.end_tree is not None
-    end = TreeSnapshot(store.repo, deployment.end_tree)
-    changeset = changes_between(start, end)
-    _refuse_symlinked_writes(changeset, start, end)
-    unfinished = [
-        d
-        for d in history.unfinished_since(
-            deployment.project, deployment.server, latest.seq if latest else 0
-        )
-        if d.identifier != deployment.identifier
-    ]
-    uncertain = _touched_by(engine, unfinished)
-    if uncertain:
-        kept = [c for c in changeset if c.path not in uncertain]
-        guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
-        changeset = Changeset.of([*kept, *guessed])
-    return Plan(latest, end, changeset, uncertain)
-
-
-def _refuse_symlinked_writes(changeset: Changeset, start: Snapshot, end: Snapshot) -> None:
-    """No write may go under a symlink the server will hold (kept from ``start`` or new)."""
-    deleted = {c.path for c in changeset.deletes}
-
-    def is_symlink(path: str) -> bool:
-        for side in (end, start):
-            entry = side.get(path)
-            if entry is not None and entry.kind.is_symlink:
-                return side is end or path not in deleted
-        return False
-
-    refuse_writes_under_symlinks(changeset, is_symlink)
-
-
-def _rewrite(path: str, old: Entry | None, new: Entry | None) -> FileChange:
-    """Bring an uncertain path to ``new`` whatever is there (a delete if ``new`` is None)."""
-    if new is None:
-        return FileChange(ChangeKind.DELETED, path, old, None)
-    return FileChange(ChangeKind.ADDED if old is None else ChangeKind.MODIFIED, path, old, new)
-
-
-def _stored_snapshot(engine: Engine, deployment: Deployment) -> TreeSnapshot:
-    tree = engine.snapshots.find_tree(deployment.identifier)
-    if tree is None:
-        raise StoreError(
-            f"the snapshot of deployment {deployment.identifier} is missing from "
-            f"{engine.snapshots.path}"
-        )
-    return TreeSnapshot(engine.snapshots.repo, tree)
-
-
-def _touched_by(engine: Engine, unfinished: list[Deployment]) -> frozenset[str]:
-    """Every path the unfinished deployments set out to change."""
-    paths: set[str] = set()
-    for failed in unfinished:
-        tree = engine.snapshots.find_tree(failed.identifier)
-        if tree is None:  # it stopped before touching the server
-            continue
-        failed_start: Snapshot = EMPTY
-        if failed.start_deployment is not None:
-            started_from = engine.history.find(failed.start_deployment)
-            if started_from is not None:
-                failed_start = _stored_snapshot(engine, started_from)
-        failed_end = TreeSnapshot(engine.snapshots.repo, tree)
-        paths |= changes_between(failed_start, failed_end).paths()
-    return frozenset(paths)
-
-
-def settle(the_plan: Plan, transport: Transport) -> Plan:
-    """Plan the uncertain paths from what the server really holds there."""
-    if not the_plan.uncertain:
-        return the_plan
-    kept = [c for c in the_plan.changeset if c.path not in the_plan.uncertain]
-    settled: list[FileChange] = []
-    prune: list[str] = []
-    for path in sorted(the_plan.uncertain):
-        target = the_plan.end.get(path)
-        try:
-            found = transport.stat(path)
-        except PathOutsideRootError:  # under a symlink, which is uncertain too
-            found = None
-        if found is not None and found.kind == "dir":
-            prune.append(path)  # its tracked children are uncertain paths as well
-            found = None
-        if target is not None:
-            kind = ChangeKind.ADDED if found is None else ChangeKind.MODIFIED
-            settled.append(FileChange(kind, path, None, target))
-        elif found is not None:
-            settled.append(FileChange(ChangeKind.DELETED, path, None, None))
-    return Plan(
-        the_plan.start,
-        the_plan.end,
-        Changeset.of([*kept, *settled]),
-        the_plan.uncertain,
-        tuple(prune),
-    )
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -470,68 +338,3 @@ def apply_changeset(
     if not failure:
         transport.put_many(uploads, lambda p, e: on_done(p, e, deleted=False))
     return statuses, (failure[0] if failure else None)
-
-
-# -- the server marker -------------------------------------------------------------------------
-
-
-def read_marker(transport: Transport) -> dict[str, str] | None:
-    raw = transport.read_file(MARKER_PATH)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {"revision": "?", "deployment": "?"}
-    return data if isinstance(data, dict) else {"revision": "?", "deployment": "?"}
-
-
-def check_marker(
-    transport: Transport, deployment: Deployment, start: Deployment | None, *, override: bool
-) -> None:
-    """Refuse when the server's marker disagrees with the history (someone else deployed)."""
-    marker = read_marker(transport)
-    if marker is None and start is None:
-        return
-    if marker is not None and start is not None and marker.get("deployment") == start.identifier:
-        return
-    server = f"{deployment.project}/{deployment.server}"
-    if marker is None:
-        assert start is not None
-        problem = (
-            f"server {server} has no deployhq-lite marker, but the history says deployment "
-            f"{start.identifier} (revision {start.end_revision[:12]}) is there"
-        )
-    elif start is None:
-        problem = (
-            f"server {server} already holds revision {str(marker.get('revision'))[:12]} from "
-            f"deployment {marker.get('deployment')}, which this history does not know"
-        )
-    else:
-        problem = (
-            f"server {server} holds revision {str(marker.get('revision'))[:12]} "
-            f"(deployment {marker.get('deployment')}), but the history expects revision "
-            f"{start.end_revision[:12]} (deployment {start.identifier})"
-        )
-    if override:
-        log.warning("marker.overridden", deployment=deployment.identifier, problem=problem)
-        return
-    raise MarkerMismatchError(
-        f"{problem}; check what is deployed there, then re-run with --override-marker "
-        "to deploy over it"
-    )
-
-
-def write_marker(transport: Transport, deployment: Deployment) -> None:
-    """Make every change durable, then commit the deployment by writing the marker."""
-    transport.sync()
-    body = {
-        "revision": deployment.end_revision,
-        "deployment": deployment.identifier,
-        "project": deployment.project,
-        "server": deployment.server,
-        "deployed_at": utcnow(),
-    }
-    transport.put_file(MARKER_PATH, json.dumps(body, indent=2).encode() + b"\n", mode=0o644)
-    transport.sync()
-    log.info("marker.written", deployment=deployment.identifier, revision=deployment.end_revision)

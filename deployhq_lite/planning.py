@@ -1,0 +1,144 @@
+"""Planning a deployment: what the server holds, what it should hold, and the changes.
+
+A deployment's start is what the server holds: the end snapshot of the latest completed
+deployment there (none: a full upload). Deployments that failed, or were cut off, since
+then may have left some paths in between; those paths are *uncertain* and are settled
+against the server itself before anything is written, so every run converges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .changeset import (
+    ChangeKind,
+    Changeset,
+    Entry,
+    FileChange,
+    refuse_writes_under_symlinks,
+)
+from .errors import PathOutsideRootError, StoreError
+from .records import Deployment
+from .snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
+from .transports import Transport
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    start: Deployment | None
+    end: Snapshot
+    changeset: Changeset
+    uncertain: frozenset[str] = frozenset()  # paths unfinished deployments may have left
+    prune: tuple[str, ...] = ()  # directories found where files must go
+
+
+def plan(engine: Engine, deployment: Deployment) -> Plan:
+    """What running ``deployment`` now would change on its server.
+
+    Paths that deployments which failed (or were cut off) since the last completed one
+    may have touched are *uncertain*: the server holds the old state, the new one, or
+    half of a type change. Here they are planned as rewrites to the target; at run time
+    :func:`settle` looks at what the server really holds at those paths.
+    """
+    history, store = engine.history, engine.snapshots
+    latest = history.find_latest_completed(deployment.project, deployment.server)
+    start = _stored_snapshot(engine, latest) if latest else EMPTY
+    assert deployment.end_tree is not None
+    end = TreeSnapshot(store.repo, deployment.end_tree)
+    changeset = changes_between(start, end)
+    _refuse_symlinked_writes(changeset, start, end)
+    unfinished = [
+        d
+        for d in history.unfinished_since(
+            deployment.project, deployment.server, latest.seq if latest else 0
+        )
+        if d.identifier != deployment.identifier
+    ]
+    uncertain = _touched_by(engine, unfinished)
+    if uncertain:
+        kept = [c for c in changeset if c.path not in uncertain]
+        guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
+        changeset = Changeset.of([*kept, *guessed])
+    return Plan(latest, end, changeset, uncertain)
+
+
+def _refuse_symlinked_writes(changeset: Changeset, start: Snapshot, end: Snapshot) -> None:
+    """No write may go under a symlink the server will hold (kept from ``start`` or new)."""
+    deleted = {c.path for c in changeset.deletes}
+
+    def is_symlink(path: str) -> bool:
+        for side in (end, start):
+            entry = side.get(path)
+            if entry is not None and entry.kind.is_symlink:
+                return side is end or path not in deleted
+        return False
+
+    refuse_writes_under_symlinks(changeset, is_symlink)
+
+
+def _rewrite(path: str, old: Entry | None, new: Entry | None) -> FileChange:
+    """Bring an uncertain path to ``new`` whatever is there (a delete if ``new`` is None)."""
+    if new is None:
+        return FileChange(ChangeKind.DELETED, path, old, None)
+    return FileChange(ChangeKind.ADDED if old is None else ChangeKind.MODIFIED, path, old, new)
+
+
+def _stored_snapshot(engine: Engine, deployment: Deployment) -> TreeSnapshot:
+    tree = engine.snapshots.find_tree(deployment.identifier)
+    if tree is None:
+        raise StoreError(
+            f"the snapshot of deployment {deployment.identifier} is missing from "
+            f"{engine.snapshots.path}"
+        )
+    return TreeSnapshot(engine.snapshots.repo, tree)
+
+
+def _touched_by(engine: Engine, unfinished: list[Deployment]) -> frozenset[str]:
+    """Every path the unfinished deployments set out to change."""
+    paths: set[str] = set()
+    for failed in unfinished:
+        tree = engine.snapshots.find_tree(failed.identifier)
+        if tree is None:  # it stopped before touching the server
+            continue
+        failed_start: Snapshot = EMPTY
+        if failed.start_deployment is not None:
+            started_from = engine.history.find(failed.start_deployment)
+            if started_from is not None:
+                failed_start = _stored_snapshot(engine, started_from)
+        failed_end = TreeSnapshot(engine.snapshots.repo, tree)
+        paths |= changes_between(failed_start, failed_end).paths()
+    return frozenset(paths)
+
+
+def settle(the_plan: Plan, transport: Transport) -> Plan:
+    """Plan the uncertain paths from what the server really holds there."""
+    if not the_plan.uncertain:
+        return the_plan
+    kept = [c for c in the_plan.changeset if c.path not in the_plan.uncertain]
+    settled: list[FileChange] = []
+    prune: list[str] = []
+    for path in sorted(the_plan.uncertain):
+        target = the_plan.end.get(path)
+        try:
+            found = transport.stat(path)
+        except PathOutsideRootError:  # under a symlink, which is uncertain too
+            found = None
+        if found is not None and found.kind == "dir":
+            prune.append(path)  # its tracked children are uncertain paths as well
+            found = None
+        if target is not None:
+            kind = ChangeKind.ADDED if found is None else ChangeKind.MODIFIED
+            settled.append(FileChange(kind, path, None, target))
+        elif found is not None:
+            settled.append(FileChange(ChangeKind.DELETED, path, None, None))
+    return Plan(
+        the_plan.start,
+        the_plan.end,
+        Changeset.of([*kept, *settled]),
+        the_plan.uncertain,
+        tuple(prune),
+    )
