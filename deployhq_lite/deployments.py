@@ -302,7 +302,6 @@ def apply_changeset(
     failure: list[tuple[str, str]] = []
     done = 0
     total = len(changes)
-    read_blob = engine.snapshots.repo.read_blob
 
     def on_done(path: str, error: Exception | None, *, deleted: bool) -> None:
         nonlocal done
@@ -325,16 +324,19 @@ def apply_changeset(
     transport.delete_many(deletes, lambda p, e: on_done(p, e, deleted=True))
     if not failure:
         transport.prune_dirs([*the_plan.changeset.emptied_dirs(), *the_plan.prune])
-    uploads = (
-        Upload(
-            c.path,
-            functools.partial(read_blob, c.new.blob),
-            mode=0o755 if c.new.kind is EntryKind.EXECUTABLE else 0o644,
-            is_symlink=c.new.kind is EntryKind.SYMLINK,
+    writes = [c for c in changes if c.new is not None and not c.is_delete]
+    if failure or not writes:
+        return statuses, (failure[0] if failure else None)
+    with engine.snapshots.repo.open_blob_reader([c.new.blob for c in writes if c.new]) as blobs:
+        uploads = (
+            Upload(
+                c.path,
+                functools.partial(blobs.read, c.new.blob),
+                mode=0o755 if c.new.kind is EntryKind.EXECUTABLE else 0o644,
+                is_symlink=c.new.kind is EntryKind.SYMLINK,
+            )
+            for c in writes
+            if c.new is not None and not failure
         )
-        for c in changes
-        if c.new is not None and not c.is_delete and not failure
-    )
-    if not failure:
         transport.put_many(uploads, lambda p, e: on_done(p, e, deleted=False))
     return statuses, (failure[0] if failure else None)
