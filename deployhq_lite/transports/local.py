@@ -28,8 +28,12 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_CACHED_DIRS = 256
 _WRITERS = 4  # threads creating files in put_many
-_MAX_JOBS = 256  # writes in flight
+_BATCH = 32  # files handed to a writer thread at once
+_BATCH_BYTES = 1024 * 1024
+_MAX_BATCHES = 16  # batches in flight
 _MAX_BYTES = 32 * 1024 * 1024  # bytes read from git and not yet written
+
+Outcome = tuple[str, TransportError | None]
 TEMP_SUFFIX = ".dhq-tmp"
 
 
@@ -113,27 +117,12 @@ class LocalTransport(BaseTransport):
             _symlink_at(dfd, name, target)
 
     def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None:
-        """Writes run on a few threads (file creation is kernel-bound and releases the GIL);
-        blobs are read and directories resolved here, with bounded bytes in flight."""
+        """Writes run on a few threads (file creation is kernel-bound and releases the GIL),
+        in batches; blobs are read and directories resolved here, bytes in flight bounded."""
         self._require_open()
-        pending: deque[tuple[str, Future[None], int]] = deque()
-        in_flight = 0
-
-        def report_oldest() -> None:
-            nonlocal in_flight
-            path, future, size = pending.popleft()
-            in_flight -= size
-            error = future.exception()
-            if error is not None and not isinstance(error, TransportError):
-                raise error
-            on_done(path, error)
-
-        def drain() -> None:
-            while pending:
-                report_oldest()
-
         with ThreadPoolExecutor(_WRITERS, thread_name_prefix="dhq-local") as pool:
-            self._before_evict = drain
+            writer = _BatchWriter(pool, self._run_batch, on_done)
+            self._before_evict = writer.drain  # no writer may use an fd being closed
             try:
                 for upload in uploads:
                     try:
@@ -141,30 +130,29 @@ class LocalTransport(BaseTransport):
                         with self._map_errors(upload.path):
                             dfd = self._dir_fd(parent, create=True)
                     except TransportError as exc:
-                        drain()
+                        writer.drain()
                         on_done(upload.path, exc)
                         continue
                     assert dfd is not None
                     data = upload.read()
-                    job = (
-                        functools.partial(_symlink_at, dfd, name, os.fsdecode(data))
-                        if upload.is_symlink
-                        else functools.partial(_write_at, dfd, name, data, upload.mode)
-                    )
-                    future = pool.submit(self._guarded, upload.path, job)
-                    pending.append((upload.path, future, len(data)))
-                    in_flight += len(data)
-                    while pending and (len(pending) >= _MAX_JOBS or in_flight > _MAX_BYTES):
-                        report_oldest()
-                drain()
+                    writer.add(upload.path, _job(dfd, name, data, upload), len(data))
+                writer.drain()
             finally:
                 self._before_evict = None
-                for _, future, _ in pending:
-                    future.cancel()
+                writer.cancel()
 
-    def _guarded(self, path: str, job: Callable[[], None]) -> None:
-        with self._map_errors(path):
-            job()
+    def _run_batch(self, batch: list[tuple[str, Callable[[], None]]]) -> list[Outcome]:
+        """Run writes in a worker; a transport error is an outcome, anything else a bug."""
+        done: list[Outcome] = []
+        for path, job in batch:
+            try:
+                with self._map_errors(path):
+                    job()
+            except TransportError as exc:
+                done.append((path, exc))
+            else:
+                done.append((path, None))
+        return done
 
     def delete(self, path: str) -> None:
         self._require_open()
@@ -273,6 +261,59 @@ def _split(path: str) -> tuple[str, str]:
     check_relative(path)
     parent, _, name = path.rpartition("/")
     return parent, name
+
+
+class _BatchWriter:
+    """Groups writes into batches for a thread pool and reports outcomes in order."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        run: Callable[[list[tuple[str, Callable[[], None]]]], list[Outcome]],
+        on_done: DoneCallback,
+    ) -> None:
+        self._pool, self._run, self._on_done = pool, run, on_done
+        self._pending: deque[tuple[Future[list[Outcome]], int]] = deque()
+        self._batch: list[tuple[str, Callable[[], None]]] = []
+        self._batch_bytes = self._in_flight = 0
+
+    def add(self, path: str, job: Callable[[], None], size: int) -> None:
+        self._batch.append((path, job))
+        self._batch_bytes += size
+        if len(self._batch) >= _BATCH or self._batch_bytes >= _BATCH_BYTES:
+            self._submit()
+        while self._pending and (
+            len(self._pending) >= _MAX_BATCHES or self._in_flight > _MAX_BYTES
+        ):
+            self._report_oldest()
+
+    def drain(self) -> None:
+        self._submit()
+        while self._pending:
+            self._report_oldest()
+
+    def cancel(self) -> None:
+        for future, _ in self._pending:
+            future.cancel()
+
+    def _submit(self) -> None:
+        if self._batch:
+            future = self._pool.submit(self._run, self._batch)
+            self._pending.append((future, self._batch_bytes))
+            self._in_flight += self._batch_bytes
+            self._batch, self._batch_bytes = [], 0
+
+    def _report_oldest(self) -> None:
+        future, size = self._pending.popleft()
+        self._in_flight -= size
+        for path, error in future.result():
+            self._on_done(path, error)
+
+
+def _job(dfd: int, name: str, data: bytes, upload: Upload) -> Callable[[], None]:
+    if upload.is_symlink:
+        return functools.partial(_symlink_at, dfd, name, os.fsdecode(data))
+    return functools.partial(_write_at, dfd, name, data, upload.mode)
 
 
 def _write_at(dfd: int, name: str, data: bytes, mode: int) -> None:
