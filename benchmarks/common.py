@@ -340,6 +340,14 @@ class Row:
         return self._ratio(_stat(self.ours, min), _stat(self.reference, min))
 
     @property
+    def paired_ratio(self) -> float | None:
+        """Median of ours/reference per round: each pair ran back to back, so slow drift
+        of the machine cancels out."""
+        if not self.ours or not self.reference or len(self.ours) != len(self.reference):
+            return None
+        return median([o / r for o, r in zip(self.ours, self.reference, strict=True) if r])
+
+    @property
     def noisy(self) -> bool:
         """Either side's slowest run took over NOISY_SPREAD times its fastest."""
         return any(v and max(v) > NOISY_SPREAD * min(v) for v in (self.ours, self.reference))
@@ -362,7 +370,8 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def print_table(rows: Sequence[Row]) -> None:
-    headers = ["case", "ours (s)", "reference", "ref (s)", "ratio", "target", "result", "min ratio"]
+    headers = ["case", "ours (s)", "reference", "ref (s)", "ratio", "target", "result"]
+    headers += ["paired", "min ratio"]
     body = [
         [
             r.case,
@@ -372,12 +381,13 @@ def print_table(rows: Sequence[Row]) -> None:
             _num(r.ratio, ".2f") + ("x" if r.ratio is not None else ""),
             "-" if r.target is None else f"<= {r.target:g}x",
             r.verdict,
+            _num(r.paired_ratio, ".2f") + ("x" if r.paired_ratio is not None else ""),
             _num(r.min_ratio, ".2f") + ("x" if r.min_ratio is not None else ""),
         ]
         for r in rows
     ]
     widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
-    numeric = {1, 3, 4, 7}
+    numeric = {1, 3, 4, 7, 8}
 
     def fmt(cells: list[str]) -> str:
         return "  ".join(
