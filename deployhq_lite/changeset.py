@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .errors import UnsafePathError
+from .transports.base import TEMP_SUFFIX
 
 # Our own files on a server live here; a repository may not write into it.
 RESERVED_DIR = ".deployhq-lite"
@@ -216,12 +217,20 @@ def check_path(path: str) -> None:
         raise UnsafePathError(path, "backslash in path")
     parts = path.split("/")
     for part in parts:
-        if part in ("", ".", ".."):
-            raise UnsafePathError(path, f"path component {part!r}")
-        folded = unicodedata.normalize("NFKC", part).casefold().rstrip(". ")
-        if folded in (".git", "git~1"):
-            raise UnsafePathError(path, "a .git component")
-        if any(ord(ch) < 0x20 for ch in part):
-            raise UnsafePathError(path, "control character in path")
+        problem = _component_problem(part)
+        if problem:
+            raise UnsafePathError(path, problem)
     if parts[0] == RESERVED_DIR:
         raise UnsafePathError(path, f"{RESERVED_DIR}/ is reserved for deployhq-lite")
+
+
+def _component_problem(part: str) -> str | None:
+    if part in ("", ".", ".."):
+        return f"path component {part!r}"
+    if unicodedata.normalize("NFKC", part).casefold().rstrip(". ") in (".git", "git~1"):
+        return "a .git component"
+    if any(ord(ch) < 0x20 for ch in part):
+        return "control character in path"
+    if part.startswith(".") and part.endswith(TEMP_SUFFIX):
+        return f"names ending {TEMP_SUFFIX} are deployhq-lite temp files"
+    return None

@@ -327,3 +327,9 @@ def test_apply_diff_reaches_the_new_snapshot() -> None:
     assert apply(diff(old, new), old) == new
     assert apply(diff(old, new).reverse(), new) == old
     assert apply(Changeset(), old) == old
+
+
+def test_temp_file_names_are_reserved() -> None:
+    with pytest.raises(UnsafePathError, match="temp files"):
+        check_path("assets/.app.js.dhq-tmp")
+    check_path("assets/app.dhq-tmp")  # no leading dot: not a name we ever write

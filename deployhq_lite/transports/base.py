@@ -18,6 +18,10 @@ from typing import Literal, Protocol, Self
 
 from ..errors import PathOutsideRootError, TransportError, TransportStateError
 
+# Files are written to ``.<name>.dhq-tmp`` beside ``<name>`` and renamed over it; the
+# changeset refuses tree paths with such names (they would be clobbered mid-deploy).
+TEMP_SUFFIX = ".dhq-tmp"
+
 RemoteKind = Literal["file", "dir", "symlink", "other"]
 
 

@@ -22,7 +22,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
-from .base import BaseTransport, DoneCallback, RemoteEntry, RemoteKind, Upload, check_relative
+from .base import (
+    TEMP_SUFFIX,
+    BaseTransport,
+    DoneCallback,
+    RemoteEntry,
+    RemoteKind,
+    Upload,
+    check_relative,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -34,7 +42,6 @@ _MAX_BATCHES = 16  # batches in flight
 _MAX_BYTES = 32 * 1024 * 1024  # bytes read from git and not yet written
 
 Outcome = tuple[str, TransportError | None]
-TEMP_SUFFIX = ".dhq-tmp"
 
 
 def temp_name(name: str) -> str:
