@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,7 @@ from deployhq_lite.records import DeploymentStatus
 from deployhq_lite.store import History
 from deployhq_lite.testing.gitrepo import Executable, Symlink, git
 from deployhq_lite.testing.plugin import Site
-
-SCRIPT = Path(sys.executable).with_name("deployhq-lite")
+from deployhq_lite.testing.plugin import run_cli as run
 
 DEPLOYHQ_KEYS = {
     "identifier",
@@ -49,22 +47,6 @@ ROLLBACK_CONFIG_FILES = "Cannot rollback a config files deployment"
 
 FIRST = {"index.html": "<h1>one</h1>", "bin/run.sh": Executable("echo one"), "old.txt": "old"}
 SECOND = {"index.html": "<h1>two</h1>", "old.txt": None, "new/page.html": "new", "ln": Symlink("x")}
-
-
-def run(
-    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The real console script, as a user would run it (no shell)."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [str(SCRIPT), *(str(a) for a in args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        check=False,
-        timeout=120,
-    )
 
 
 def run_json(site: Site, *args: str, code: int = 0) -> Any:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -16,23 +14,7 @@ import deployhq_lite as dhq
 from deployhq_lite.config import load_settings
 from deployhq_lite.testing.gitrepo import GitRepoBuilder
 from deployhq_lite.testing.plugin import Site
-
-SCRIPT = Path(sys.executable).with_name("deployhq-lite")
-
-
-def run(
-    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [str(SCRIPT), *(str(a) for a in args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        check=False,
-        timeout=120,
-    )
+from deployhq_lite.testing.plugin import run_cli as run
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:

@@ -23,25 +23,10 @@ from deployhq_lite.records import utcnow
 from deployhq_lite.store import History, LockRecord
 from deployhq_lite.testing.gitrepo import Executable, Symlink, git
 from deployhq_lite.testing.plugin import Site
+from deployhq_lite.testing.plugin import run_cli as run
 
-SCRIPT = Path(sys.executable).with_name("deployhq-lite")
 MARKER = Path(".deployhq-lite/revision")
 LOCK_KEY = "website/production"
-
-
-def run(
-    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [str(SCRIPT), *(str(a) for a in args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        check=False,
-        timeout=120,
-    )
 
 
 def cli_deploy(site: Site, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,13 +9,32 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from .gitrepo import GIT_ENV, GitRepoBuilder
+
+CLI = Path(sys.executable).with_name("deployhq-lite")
+
+
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real ``deployhq-lite`` console script of this environment, as a user runs it."""
+    return subprocess.run(
+        [str(CLI), *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        check=False,
+        timeout=120,
+    )
 
 
 @pytest.fixture
