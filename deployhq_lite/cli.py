@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+SHOWN = 200  # paths listed in human output
+
+
 @dataclass
 class Options:
     config: str | None = None
@@ -158,7 +161,11 @@ def _short(revision: str | None) -> str:
     return revision[:12] if revision else "(nothing)"
 
 
-def echo_deployment(d: Deployment, changes: list[FileOutcome] | None = None) -> None:
+def echo_deployment(
+    d: Deployment,
+    changes: list[FileOutcome] | None = None,
+    counts: dict[str, int] | None = None,
+) -> None:
     kind = "Rollback" if d.is_rollback else "Deployment"
     click.echo(f"{kind} {d.identifier}: {d.status.value}")
     click.echo(f"  project  {d.project_name} ({d.project})")
@@ -169,32 +176,36 @@ def echo_deployment(d: Deployment, changes: list[FileOutcome] | None = None) -> 
     if d.error:
         click.echo(f"  error    {d.error}")
     if changes is not None:
-        echo_changes(changes)
+        echo_changes(changes, counts)
 
 
-def echo_changes(changes: list[FileOutcome], limit: int = 200) -> None:
-    counts: dict[str, int] = {"added": 0, "modified": 0, "deleted": 0}
-    for c in changes:
-        counts[c.change] += 1
+def echo_changes(
+    changes: list[FileOutcome], counts: dict[str, int] | None = None, limit: int = SHOWN
+) -> None:
+    """A summary line and up to ``limit`` paths; ``counts`` when ``changes`` is a prefix."""
+    if counts is None:
+        counts = {"added": 0, "modified": 0, "deleted": 0}
+        for c in changes:
+            counts[c.change] += 1
+    total = sum(counts.values())
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-    click.echo(f"  changes  {summary}" if changes else "  changes  none")
+    click.echo(f"  changes  {summary}" if total else "  changes  none")
     sign = {"added": "+", "modified": "M", "deleted": "-"}
     for c in changes[:limit]:
         flag = "" if c.status.value in ("done", "previewed") else f"  [{c.status.value}]"
         click.echo(f"    {sign[c.change]} {c.path}{flag}")
-    if len(changes) > limit:
-        click.echo(f"    ... and {len(changes) - limit} more (use --json for all)")
+    if total > limit:
+        click.echo(f"    ... and {total - limit} more (use --json for all)")
 
 
-def _show(engine: Engine, d: Deployment, *, with_changes: bool = True) -> None:
-    changes = engine.file_changes(d.identifier) if with_changes else None
+def _show(engine: Engine, d: Deployment) -> None:
     if _opts().json:
         data = d.to_json()
-        if changes is not None:
-            data["changes"] = [c.to_json() for c in changes]
+        data["changes"] = [c.to_json() for c in engine.file_changes(d.identifier)]
         _print_json(data)
-    else:
-        echo_deployment(d, changes)
+    else:  # the first paths and the counts: a 50,000-file deploy prints 200
+        changes = engine.file_changes(d.identifier, limit=SHOWN)
+        echo_deployment(d, changes, engine.change_counts(d.identifier))
 
 
 # -- commands ---------------------------------------------------------------------------------

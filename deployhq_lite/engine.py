@@ -155,8 +155,11 @@ class Engine:
             self.settings.get_server(project, server)
         return self.history.query(project, server, limit=limit, offset=offset)
 
-    def file_changes(self, identifier: str) -> list[FileOutcome]:
-        return self.history.outcomes(identifier)
+    def file_changes(self, identifier: str, *, limit: int = -1) -> list[FileOutcome]:
+        return self.history.outcomes(identifier, limit=limit)
+
+    def change_counts(self, identifier: str) -> dict[str, int]:
+        return self.history.change_counts(identifier)
 
     # -- the DeployHQ model ----------------------------------------------------------------------
 

@@ -192,13 +192,24 @@ class History:
                 ),
             )
 
-    def outcomes(self, identifier: str) -> list[FileOutcome]:
+    def outcomes(self, identifier: str, *, limit: int = -1) -> list[FileOutcome]:
+        """Per-file outcomes in order (``limit`` -1: all of them)."""
         rows = self._db.execute(
             "SELECT path, change, status, error FROM file_outcomes WHERE deployment = ? "
-            "ORDER BY seq",
-            (identifier,),
+            "ORDER BY seq LIMIT ?",
+            (identifier, limit),
         ).fetchall()
         return [FileOutcome(p, c, OutcomeStatus(s), e) for p, c, s, e in rows]
+
+    def change_counts(self, identifier: str) -> dict[str, int]:
+        """How many paths were added, modified and deleted."""
+        counts = {"added": 0, "modified": 0, "deleted": 0}
+        rows = self._db.execute(
+            "SELECT change, COUNT(*) FROM file_outcomes WHERE deployment = ? GROUP BY change",
+            (identifier,),
+        ).fetchall()
+        counts.update({change: n for change, n in rows})
+        return counts
 
     # -- locks -----------------------------------------------------------------------------
 

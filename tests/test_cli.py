@@ -577,3 +577,13 @@ def test_latest_is_per_server(site: Site, tmp_path: Path) -> None:
     assert (staging_root / "index.html").read_text() == "<h1>one</h1>"
     staging = run_json(site, "deployments", "list", "website", "--server", "staging")
     assert [d["identifier"] for d in staging["records"]] == [staging_only.identifier]
+
+
+def test_human_output_lists_the_first_200_paths_and_counts_all(site: Site) -> None:
+    site.repo.commit({f"pages/p{i:03d}.html": str(i) for i in range(205)})
+    done = run("deploy", "website", "--server", "production", "--config", site.config)
+    assert done.returncode == 0, done.stderr
+    assert "changes  205 added, 0 modified, 0 deleted" in done.stdout
+    listed = [line for line in done.stdout.splitlines() if line.startswith("    + ")]
+    assert len(listed) == 200
+    assert "... and 5 more (use --json for all)" in done.stdout
