@@ -23,7 +23,7 @@ from .errors import (
 )
 from .locking import server_lock
 from .log import get_logger
-from .marker import check_marker, write_marker
+from .marker import check_marker, read_marker, write_marker
 from .planning import Plan, plan, settle
 from .records import (
     Deployment,
@@ -254,8 +254,10 @@ def _run_locked(
     override_marker: bool,
     on_progress: ProgressCallback | None,
 ) -> Deployment:
+    marker = read_marker(transport)
+    _recover_committed(engine, deployment, marker)
     the_plan = plan(engine, deployment)
-    check_marker(transport, deployment, the_plan.start, override=override_marker)
+    check_marker(marker, deployment, the_plan.start, override=override_marker)
     the_plan = settle(the_plan, transport)
     deployment = engine.history.update(
         deployment,
@@ -286,6 +288,33 @@ def _run_locked(
     log.info("deployment.completed", deployment=deployment.identifier)
     engine.emit("deployment.finished", deployment)
     return deployment
+
+
+def _recover_committed(
+    engine: Engine, deployment: Deployment, marker: dict[str, str] | None
+) -> None:
+    """The marker is the commit point: a deployment that wrote it but was cut off before
+    the history said so did complete. Record that, so the history matches the server."""
+    named = engine.history.find(marker.get("deployment", "")) if marker else None
+    if (
+        named is None
+        or named.status is DeploymentStatus.COMPLETED
+        or (named.project, named.server) != (deployment.project, deployment.server)
+        or named.is_preview
+        or engine.snapshots.find_tree(named.identifier) is None
+    ):
+        return
+    latest = engine.history.find_latest_completed(deployment.project, deployment.server)
+    if latest is not None and latest.seq > named.seq:
+        return
+    assert marker is not None
+    engine.history.update(
+        named,
+        status=DeploymentStatus.COMPLETED,
+        completed_at=marker.get("deployed_at") or utcnow(),
+        error=None,
+    )
+    log.warning("deployment.recovered", deployment=named.identifier, by=deployment.identifier)
 
 
 def apply_changeset(

@@ -27,10 +27,13 @@ def read_marker(transport: Transport) -> dict[str, str] | None:
 
 
 def check_marker(
-    transport: Transport, deployment: Deployment, start: Deployment | None, *, override: bool
+    marker: dict[str, str] | None,
+    deployment: Deployment,
+    start: Deployment | None,
+    *,
+    override: bool,
 ) -> None:
     """Refuse when the server's marker disagrees with the history (someone else deployed)."""
-    marker = read_marker(transport)
     if marker is None and start is None:
         return
     if marker is not None and start is not None and marker.get("deployment") == start.identifier:

@@ -645,3 +645,25 @@ def test_tree_writing_under_an_already_deployed_symlink_is_refused_before_any_up
     with pytest.raises(dhq.DeployHQLiteError):
         dhq.deploy("website", "production", revision=crafted, config=site.config)
     assert (site.root / "a.txt").read_text() == "a1"  # nothing uploaded
+
+
+def test_a_deployment_cut_off_after_its_marker_is_recovered_as_completed(site: Site) -> None:
+    """The marker is the commit point: if the process died between writing it and
+    recording completion, the next run records the completion instead of refusing."""
+    from deployhq_lite.records import DeploymentStatus
+    from deployhq_lite.store import History
+
+    site.repo.commit({"a.txt": "one"})
+    first = dhq.deploy("website", "production", config=site.config)
+    site.repo.commit({"c.txt": "three"})
+    second = dhq.deploy("website", "production", config=site.config)
+    assert second.end_revision != first.end_revision
+    with closing(History(site.state_dir / "history.sqlite3")) as h:
+        h.update(second, status=DeploymentStatus.RUNNING, completed_at=None)
+    site.repo.commit({"b.txt": "two"})
+    third = dhq.deploy("website", "production", config=site.config)
+    assert third.start_revision == second.end_revision
+    with closing(History(site.state_dir / "history.sqlite3")) as h:
+        recovered = h.find(second.identifier)
+    assert recovered is not None and recovered.status is DeploymentStatus.COMPLETED
+    assert site.files() == {"a.txt": b"one", "b.txt": b"two", "c.txt": b"three"}
