@@ -4,6 +4,7 @@
   test; autouse when the ini option ``deployhq_lite_isolate = true`` is set.
 - ``git_repo``: a :class:`GitRepoBuilder` in a temporary directory.
 - ``site``: a project with one local server, its config file written, ready to deploy.
+- ``sshd``: a real OpenSSH server on 127.0.0.1 with generated keys (session scope).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from .gitrepo import GIT_ENV, GitRepoBuilder
+from .sshd import SSHServer, start_sshd
 
 CLI = Path(sys.executable).with_name("deployhq-lite")
 
@@ -104,6 +106,13 @@ def site(tmp_path: Path, git_repo: GitRepoBuilder) -> Site:
     s = Site(git_repo, tmp_path / "deployhq-lite.toml", tmp_path / "www", tmp_path / "state")
     s.write_config()
     return s
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A real OpenSSH sshd on 127.0.0.1 (one per test session), key auth, internal-sftp."""
+    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
