@@ -13,7 +13,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,9 +39,33 @@ class _Model(BaseModel):
 
 
 class ServerConfig(_Model):
+    """A server: ``local`` (a directory here) or ``ssh`` (SFTP over OpenSSH).
+
+    For ``ssh``, ``root`` is a path on the server; secrets are never in this file: they
+    come from an environment variable (``*_env``) or a file (``*_file``).
+    """
+
     name: str = ""
-    protocol_type: Literal["local"] = "local"
+    protocol_type: Literal["local", "ssh"] = "local"
     root: Path
+    host: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    key_path: Path | None = None
+    key_passphrase_env: str | None = None
+    key_passphrase_file: Path | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    use_agent: bool = True
+    known_hosts_path: Path | None = None
+    host_key_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]+=*$")
+    connect_timeout: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ssh_needs_a_host(self) -> ServerConfig:
+        if self.protocol_type == "ssh" and not (self.host and self.user):
+            raise ValueError("an ssh server needs host and user")
+        return self
 
 
 class ProjectConfig(_Model):
@@ -159,6 +190,18 @@ def _describe(exc: ValidationError, has_env: bool) -> str:
     return text
 
 
+def _resolve_server(server: ServerConfig, key: str, absolute: Any) -> ServerConfig:
+    """Local paths become absolute (relative to the config file); a remote root stays."""
+    update: dict[str, Any] = {"name": server.name or key}
+    if server.protocol_type == "local":
+        update["root"] = absolute(server.root)
+    for field in ("key_path", "key_passphrase_file", "password_file", "known_hosts_path"):
+        value = getattr(server, field)
+        if value is not None:
+            update[field] = absolute(value)
+    return server.model_copy(update=update)
+
+
 def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> Settings:
     def absolute(p: Path) -> Path:
         p = p.expanduser()
@@ -170,9 +213,7 @@ def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> 
                 "name": project.name or key,
                 "repository": absolute(project.repository),
                 "servers": {
-                    skey: server.model_copy(
-                        update={"name": server.name or skey, "root": absolute(server.root)}
-                    )
+                    skey: _resolve_server(server, skey, absolute)
                     for skey, server in project.servers.items()
                 },
             }

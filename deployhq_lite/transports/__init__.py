@@ -18,4 +18,6 @@ def open_transport(server: ServerConfig, *, label: str) -> Transport:
         from .local import LocalTransport
 
         return LocalTransport(server.root, server=label)
-    raise NotImplementedError(server.protocol_type)  # config validation forbids this
+    from .sftp import SFTPTransport  # paramiko is imported only for ssh servers
+
+    return SFTPTransport(server, server=label)

@@ -81,9 +81,34 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
     return Server("memory", transport, lambda: list_memory(transport), set)
 
 
+def _sftp(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
+    from deployhq_lite.config import ServerConfig
+    from deployhq_lite.transports.sftp import SFTPTransport
+
+    sshd = request.getfixturevalue("sshd")
+    root = tmp_path / "root"
+    config = ServerConfig(
+        protocol_type="ssh",
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        root=root,
+        key_path=sshd.user_key,
+        known_hosts_path=sshd.known_hosts,
+        use_agent=False,
+    )
+    return Server(
+        "sftp",
+        SFTPTransport(config, server=SERVER),
+        lambda: list_dir(root),
+        lambda: {p.name for p in tmp_path.iterdir()} - {"root"},
+    )
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Server]] = {
     "local": _local,
     "memory": _memory,
+    "sftp": _sftp,
 }
 
 

@@ -1,0 +1,89 @@
+"""Deploy and roll back over SFTP against the real OpenSSH sshd fixture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import deployhq_lite as dhq
+from deployhq_lite.testing.gitrepo import Executable, Symlink
+from deployhq_lite.testing.plugin import Site, run_cli
+from deployhq_lite.testing.sshd import SSHServer
+
+
+def ssh_config(site: Site, sshd: SSHServer, **overrides: str) -> Path:
+    keys = {
+        "host": f'"{sshd.host}"',
+        "port": str(sshd.port),
+        "user": f'"{sshd.user}"',
+        "key_path": f'"{sshd.user_key}"',
+        "known_hosts_path": f'"{sshd.known_hosts}"',
+        "use_agent": "false",
+        **overrides,
+    }
+    text = (
+        site.write_config().read_text().replace('protocol_type = "local"', 'protocol_type = "ssh"')
+    )
+    site.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+    return site.config
+
+
+def test_three_revisions_then_rollback_over_sftp(site: Site, sshd: SSHServer) -> None:
+    ssh_config(site, sshd)
+    first = site.repo.commit(
+        {"index.html": "one", "bin/run": Executable("#!/bin/sh\n"), "l": Symlink("index.html")}
+    )
+    site.repo.commit({"index.html": "two", "new dir/é.txt": "é", "l": Symlink("bin/run")})
+    site.repo.commit({"bin/run": None, "x": "x", "new dir/é.txt": None})
+    d1 = dhq.deploy("website", "production", revision=first, config=site.config)
+    expected = site.files()
+    dhq.deploy("website", "production", revision="HEAD~1", config=site.config)
+    dhq.deploy("website", "production", config=site.config)
+    assert site.files() != expected
+    back = dhq.rollback("website", d1.identifier, config=site.config)
+    assert back.status is dhq.DeploymentStatus.COMPLETED
+    assert (
+        site.files()
+        == expected
+        == {
+            "index.html": b"one",
+            "bin/run*": b"#!/bin/sh\n",
+            "l": "-> index.html",
+        }
+    )
+    assert not list(site.root.rglob("*.dhq-tmp"))
+    assert not (site.root / "new dir").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"host_key_fingerprint": '"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"'},
+            "changed host key",
+        ),
+        ({"known_hosts_path": '"/nonexistent/known_hosts"'}, "unknown host key"),
+        ({"user": '"nobody-here"'}, "authentication as nobody-here"),
+    ],
+)
+def test_connection_refusals_are_one_line(
+    site: Site, sshd: SSHServer, overrides: dict[str, str], message: str
+) -> None:
+    ssh_config(site, sshd, **overrides)
+    site.repo.commit({"index.html": "x"})
+    done = run_cli("deploy", "website", "--server", "production", "--config", site.config)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+def test_server_not_listening(site: Site, sshd: SSHServer) -> None:
+    from deployhq_lite.testing.sshd import free_port
+
+    ssh_config(site, sshd, port=str(free_port()))
+    site.repo.commit({"index.html": "x"})
+    done = run_cli("deploy", "website", "--server", "production", "--config", site.config)
+    assert done.returncode == 1
+    assert "cannot connect to 127.0.0.1" in done.stderr
