@@ -87,3 +87,30 @@ def test_server_not_listening(site: Site, sshd: SSHServer) -> None:
     done = run_cli("deploy", "website", "--server", "production", "--config", site.config)
     assert done.returncode == 1
     assert "cannot connect to 127.0.0.1" in done.stderr
+
+
+def test_a_wrong_password_fails_in_one_line_and_never_shows_the_secret(
+    site: Site, sshd: SSHServer
+) -> None:
+    secret = "s3cret-Value-7f1c"
+    ssh_config(site, sshd, key_path='""', password_env='"DEPLOY_TEST_PASSWORD"')
+    text = site.config.read_text().replace('key_path = ""\n', "")
+    site.config.write_text(text)
+    site.repo.commit({"index.html": "x"})
+    done = run_cli(
+        "deploy",
+        "website",
+        "--server",
+        "production",
+        "--config",
+        site.config,
+        "-vv",
+        "--log-format",
+        "json",
+        env={"DEPLOY_TEST_PASSWORD": secret},
+    )
+    assert done.returncode == 1
+    assert "authentication as" in done.stderr
+    assert secret not in done.stdout + done.stderr
+    history = (site.state_dir / "history.sqlite3").read_bytes()
+    assert secret.encode() not in history

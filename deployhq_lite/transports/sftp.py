@@ -78,8 +78,15 @@ class SFTPTransport(BaseTransport):
                 f"server {self.server}: cannot connect to {where}: {exc.strerror or exc}",
                 server=self.server,
             ) from None
-        ssh = paramiko.Transport(sock)
-        self._ssh = ssh
+        self._ssh = paramiko.Transport(sock)
+        try:
+            self._handshake(self._ssh, where)
+        except BaseException:
+            self._close()  # a refused connection leaves no socket or thread behind
+            raise
+
+    def _handshake(self, ssh: paramiko.Transport, where: str) -> None:
+        cfg = self.config
         options = ssh.get_security_options()
         available = tuple(options.ciphers)
         options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in available) + tuple(
