@@ -361,6 +361,31 @@ def show_preview(project: str, deployment: str) -> None:
         _emit_preview(engine.get_preview(project, deployment))
 
 
+@cli.group()
+@common_options
+def servers() -> None:
+    """Check servers."""
+
+
+@servers.command("check")
+@click.argument("project")
+@click.argument("server")
+@common_options
+def check_server(project: str, server: str) -> None:
+    """Connect to SERVER and report what a deployment would rely on."""
+    with _engine() as engine, engine.transport(project, server) as transport:
+        probe = getattr(transport, "probe", None)
+        report: dict[str, object] = (
+            probe() if probe else {"root": str(engine.settings.get_server(project, server).root)}
+        )
+        report = {"server": f"{project}/{server}", "ok": True, **report}
+        if _opts().json:
+            _print_json(report)
+            return
+        for key, value in report.items():
+            click.echo(f"{key:<22}{value}")
+
+
 @cli.command()
 @click.option(
     "--dir",

@@ -114,3 +114,28 @@ def test_a_wrong_password_fails_in_one_line_and_never_shows_the_secret(
     assert secret not in done.stdout + done.stderr
     history = (site.state_dir / "history.sqlite3").read_bytes()
     assert secret.encode() not in history
+
+
+def test_servers_check_reports_key_auth_rename_and_root(site: Site, sshd: SSHServer) -> None:
+    import json
+
+    ssh_config(site, sshd)
+    done = run_cli("servers", "check", "website", "production", "--json", "--config", site.config)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["host_key_fingerprint"].startswith("SHA256:")
+    assert report["auth_method"] == "key"
+    assert report["posix_rename"] is True
+    assert report["root_writable"] is True
+    assert not list(site.root.iterdir())  # the probe file is gone
+    wrong = run_cli(
+        "servers",
+        "check",
+        "website",
+        "production",
+        "--config",
+        site.config,
+        env={"DEPLOYHQ_LITE_PROJECTS__WEBSITE__SERVERS__PRODUCTION__PORT": "1"},
+    )
+    assert wrong.returncode == 1
+    assert "cannot connect" in wrong.stderr

@@ -323,6 +323,31 @@ class SFTPTransport(BaseTransport):
                 removed.append(path)
         return removed
 
+    def probe(self) -> dict[str, object]:
+        """What ``servers check`` reports: host key, auth method, rename support, root.
+
+        Writes and renames a probe file in the root (removed again): that both proves
+        the root is writable and tells whether ``posix-rename@openssh.com`` works.
+        """
+        self._require_open()
+        sftp = self._client()
+        probe = f"{self._root}/.deployhq-lite-probe{TEMP_SUFFIX}"
+        with self._map_errors(""):
+            with sftp.open(probe, "wb") as f:
+                f.write(b"probe\n")
+            try:
+                self._replace(probe, probe + ".renamed")
+            finally:
+                _remove_quietly(sftp, probe)
+                _remove_quietly(sftp, probe + ".renamed")
+        return {
+            "host_key_fingerprint": self.host_key_fingerprint,
+            "auth_method": self.auth_method,
+            "posix_rename": self.supports_posix_rename,
+            "root": self._root,
+            "root_writable": True,
+        }
+
     def sync(self) -> None:
         """Nothing to do: each file was closed (and renamed) on the server before this."""
         self._require_open()
