@@ -11,8 +11,6 @@ are deployed into a directory by the real engine, which must then hold A exactly
 from __future__ import annotations
 
 import json
-import os
-import stat as st
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,13 +25,12 @@ from deployhq_lite.engine import Engine
 from deployhq_lite.marker import MARKER_PATH
 from deployhq_lite.snapshots import TreeSnapshot, changes_between
 from deployhq_lite.testing.gitrepo import Content, Executable, Symlink
-from deployhq_lite.testing.plugin import Site
+from deployhq_lite.testing.plugin import Site, Tree, read_tree
 
 CASES_DIR = Path(__file__).parent / "cases"
 CASE_FILES = sorted(CASES_DIR.glob("*.toml"))
 
 # What a directory holds: path -> ("file", bytes, mode) | ("symlink", target) | ("dir",)
-Tree = dict[str, tuple[object, ...]]
 
 
 @dataclass(frozen=True)
@@ -115,25 +112,6 @@ def expected_tree(files: Mapping[str, Content]) -> Tree:
             tree[path] = ("symlink", data.decode())
         else:
             tree[path] = ("file", data, 0o755 if kind is EntryKind.EXECUTABLE else 0o644)
-    return tree
-
-
-def read_tree(root: Path) -> Tree:
-    """Everything under ``root`` except our marker directory, symlinks not followed."""
-    tree: Tree = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        if Path(dirpath) == root and ".deployhq-lite" in dirnames:
-            dirnames.remove(".deployhq-lite")
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            rel = path.relative_to(root).as_posix()
-            info = path.lstat()
-            if st.S_ISLNK(info.st_mode):
-                tree[rel] = ("symlink", os.readlink(path))
-            elif st.S_ISDIR(info.st_mode):
-                tree[rel] = ("dir",)
-            else:
-                tree[rel] = ("file", path.read_bytes(), st.S_IMODE(info.st_mode))
     return tree
 
 

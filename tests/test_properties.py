@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from deployhq_lite.engine import Engine
 from deployhq_lite.marker import MARKER_PATH
 from deployhq_lite.snapshots import EMPTY, TreeSnapshot, changes_between
 from deployhq_lite.testing.gitrepo import Content, Symlink
-from deployhq_lite.testing.plugin import Site
+from deployhq_lite.testing.plugin import Site, Tree, read_tree
 from deployhq_lite.transports.memory import MemoryFile, MemoryTransport, Node
 
 # path -> (kind, data); data is a file's content or a symlink's target
@@ -181,8 +179,6 @@ def test_git_diff_equals_pure_diff(writer: TreeWriter, pair: tuple[Spec, Spec]) 
 
 # -- the engine -----------------------------------------------------------------------------------
 
-Tree = dict[str, tuple[object, ...]]
-
 
 def expected_tree(spec: Spec) -> Tree:
     tree: Tree = {}
@@ -195,24 +191,6 @@ def expected_tree(spec: Spec) -> Tree:
         else:
             mode = 0o755 if kind is EntryKind.EXECUTABLE else 0o644
             tree[path] = ("file", data.encode(), mode)
-    return tree
-
-
-def read_tree(root: Path) -> Tree:
-    tree: Tree = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        if Path(dirpath) == root and ".deployhq-lite" in dirnames:
-            dirnames.remove(".deployhq-lite")
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            rel = path.relative_to(root).as_posix()
-            info = path.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                tree[rel] = ("symlink", os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                tree[rel] = ("dir",)
-            else:
-                tree[rel] = ("file", path.read_bytes(), stat.S_IMODE(info.st_mode))
     return tree
 
 

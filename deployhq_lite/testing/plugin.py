@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,30 @@ from .gitrepo import GIT_ENV, GitRepoBuilder
 from .sshd import SSHServer, start_sshd
 
 CLI = Path(sys.executable).with_name("deployhq-lite")
+
+# path -> ("dir",) | ("symlink", target) | ("file", bytes, permission bits)
+Tree = dict[str, tuple[object, ...]]
+
+
+def read_tree(root: Path, *, skip_marker: bool = True) -> Tree:
+    """Everything under ``root`` (symlinks not followed), our marker directory left out."""
+    tree: Tree = {}
+    if not root.exists():
+        return tree
+    for dirpath, dirnames, filenames in os.walk(root):
+        if skip_marker and Path(dirpath) == root and ".deployhq-lite" in dirnames:
+            dirnames.remove(".deployhq-lite")
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                tree[rel] = ("symlink", os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                tree[rel] = ("dir",)
+            else:
+                tree[rel] = ("file", path.read_bytes(), stat.S_IMODE(info.st_mode))
+    return tree
 
 
 def run_cli(

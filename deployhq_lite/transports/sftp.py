@@ -218,9 +218,8 @@ class SFTPTransport(BaseTransport):
             full = self._full(path, create=False)
             if full is None:
                 return None
-            try:
-                attrs = self._client().lstat(full)
-            except FileNotFoundError:
+            attrs = _lstat_or_none(self._client(), full)
+            if attrs is None:
                 return None
             mode = attrs.st_mode or 0
             kind: RemoteKind = "other"

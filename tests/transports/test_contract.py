@@ -6,8 +6,6 @@ transport plus a way to list what its root holds. Adding a backend is one line t
 
 from __future__ import annotations
 
-import os
-import stat as st
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from deployhq_lite.errors import (
     TransportError,
     TransportStateError,
 )
+from deployhq_lite.testing.plugin import read_tree
 from deployhq_lite.transports.base import Transport
 from deployhq_lite.transports.local import TEMP_SUFFIX, LocalTransport
 from deployhq_lite.transports.memory import MemoryFile, MemorySymlink, MemoryTransport
@@ -39,21 +38,7 @@ class Server:
 
 
 def list_dir(root: Path) -> Listing:
-    out: Listing = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            rel = path.relative_to(root).as_posix()
-            info = path.lstat()
-            if st.S_ISLNK(info.st_mode):
-                out[rel] = ("symlink", os.readlink(path))
-            elif st.S_ISDIR(info.st_mode):
-                out[rel] = ("dir",)
-            else:
-                out[rel] = ("file", path.read_bytes(), st.S_IMODE(info.st_mode))
-    return out
+    return read_tree(root, skip_marker=False)
 
 
 def list_memory(transport: MemoryTransport) -> Listing:
