@@ -363,6 +363,7 @@ def apply_changeset(
                 functools.partial(blobs.read, c.new.blob),
                 mode=0o755 if c.new.kind is EntryKind.EXECUTABLE else 0o644,
                 is_symlink=c.new.kind is EntryKind.SYMLINK,
+                open=functools.partial(blobs.open, c.new.blob),
             )
             for c in writes
             if c.new is not None and not failure

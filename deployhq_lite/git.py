@@ -14,12 +14,13 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pygit2
 from pygit2.enums import FileMode
 
 from .errors import RepositoryError, RevisionNotFoundError, StoreError
+from .transports.base import BytesSource, Source
 
 MODE_FILE = 0o100644
 MODE_EXECUTABLE = 0o100755
@@ -197,14 +198,35 @@ class Repository:
         odb = self._repo.odb
         return [oid for oid in oids if pygit2.Oid(hex=oid) not in odb]
 
-    def copy_objects(self, oids: Iterable[str], source: Repository) -> int:
-        """Write each object read from ``source`` into this repository (as loose objects)."""
+    def copy_objects(self, oids: Sequence[str], source: Repository) -> int:
+        """Write each object read from ``source`` into this repository.
+
+        Many objects go into one new pack written by ``git pack-objects`` (a loose object
+        costs a file create each); few, or without git, are written as loose objects.
+        """
+        git_cmd = shutil.which("git")
+        if len(oids) >= self.MIN_PACK and git_cmd and self._pack_objects(git_cmd, oids, source):
+            return len(oids)
         count = 0
         for oid in oids:
             obj = source._repo.odb.read(oid)
             self._repo.odb.write(obj[0], obj[1])
             count += 1
         return count
+
+    MIN_PACK = 64
+
+    def _pack_objects(self, git_cmd: str, oids: Sequence[str], source: Repository) -> bool:
+        base = Path(self._repo.path, "objects", "pack", "pack")
+        argv = [git_cmd, "--git-dir", str(source._repo.path), "pack-objects", "-q", "--window=0"]
+        done = subprocess.run(  # noqa: S603 - fixed argv, hex ids on stdin
+            [*argv, str(base)],
+            input="".join(f"{oid}\n" for oid in oids).encode(),
+            capture_output=True,
+            env=_git_env(),
+            check=False,
+        )
+        return done.returncode == 0 and not self.missing_objects(oids)
 
     # -- refs and commits ----------------------------------------------------------------
 
@@ -236,11 +258,17 @@ class BlobReader:
     libgit2 inflates under the GIL (about 50 us a blob here), which serialises a deploy
     of many small files. For long sequences a ``git cat-file --batch`` process reads
     ahead in order instead; ``read(oid)`` takes from what it has read, and any id asked
-    out of order, or a missing git, falls back to libgit2. Use as a context manager.
+    out of order, or a missing git, falls back to libgit2.
+
+    ``open(oid)`` returns a ``Source``: blobs of ``STREAM_MIN`` bytes or more are streamed
+    from git (from the batch process when in order, else from ``git cat-file blob``), so
+    memory stays flat whatever the file size. A stream must be read or closed before the
+    next blob is asked for. Use as a context manager.
     """
 
     MIN_BATCH = 256  # fewer blobs: not worth a process
     MAX_AHEAD = 64 * 1024 * 1024  # bytes read ahead and not yet asked for
+    STREAM_MIN = 4 * 1024 * 1024  # bigger blobs are streamed, never held whole
 
     def __init__(self, repo: Repository, oids: Sequence[str]) -> None:
         oids = list(dict.fromkeys(oids))  # a repeated id is read again through libgit2
@@ -249,16 +277,19 @@ class BlobReader:
         self._ahead = 0
         self._expected = iter(oids)
         self._proc: subprocess.Popen[bytes] | None = None
-        if len(oids) >= self.MIN_BATCH and shutil.which("git"):
+        self._stream: _PipeSource | None = None  # the batch blob being streamed
+        self._git = shutil.which("git")
+        if len(oids) >= self.MIN_BATCH and self._git:
             self._start(oids)
 
     def _start(self, oids: Sequence[str]) -> None:
+        assert self._git is not None
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, hex ids on stdin
-            ["git", "--git-dir", str(self._repo._repo.path), "cat-file", "--batch"],  # noqa: S607
+            [self._git, "--git-dir", str(self._repo._repo.path), "cat-file", "--batch"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"},
+            env=_git_env(),
         )
         stdin = self._proc.stdin
         assert stdin is not None
@@ -273,38 +304,89 @@ class BlobReader:
         threading.Thread(target=feed, name="dhq-cat-file", daemon=True).start()
 
     def read(self, oid: str) -> bytes:
+        source = self.open(oid)
+        try:
+            return source.read()
+        finally:
+            source.close()
+
+    def open(self, oid: str) -> Source:
+        self._end_stream()
         data = self._buffered.pop(oid, None)
         if data is not None:
             self._ahead -= len(data)
-            return data
+            return BytesSource(data)
         while self._proc is not None and self._ahead < self.MAX_AHEAD:
-            got = self._next()
-            if got is None:
+            header = self._next_header()
+            if header is None:
                 break
-            got_oid, got_data = got
+            got_oid, size = header
+            if size >= self.STREAM_MIN:
+                if got_oid != oid:  # never buffer a big blob: leave the rest to libgit2
+                    self.close()
+                    break
+                assert self._proc.stdout is not None
+                self._stream = _PipeSource(self._proc.stdout, size)
+                return self._stream
+            got_data = self._read_body(size)
+            if got_data is None:
+                break
             if got_oid == oid:
-                return got_data
+                return BytesSource(got_data)
             self._buffered[got_oid] = got_data
             self._ahead += len(got_data)
-        return self._repo.read_blob(oid)
+        return self._open_alone(oid)
 
-    def _next(self) -> tuple[str, bytes] | None:
+    def _open_alone(self, oid: str) -> Source:
+        """One blob outside the batch: streamed by its own git process when big."""
+        try:
+            size = self._repo._repo.odb.read_header(oid)[1]
+        except (KeyError, ValueError):
+            raise RepositoryError(f"object {oid} missing from {self._repo.path}") from None
+        if size < self.STREAM_MIN or self._git is None:
+            return BytesSource(self._repo.read_blob(oid))
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, a hex id
+            [self._git, "--git-dir", str(self._repo._repo.path), "cat-file", "blob", oid],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_git_env(),
+        )
+        return _ProcessSource(proc, size)
+
+    def _next_header(self) -> tuple[str, int] | None:
         assert self._proc is not None and self._proc.stdout is not None
-        out = self._proc.stdout
         expected = next(self._expected, None)
-        header = out.readline().split()
-        if expected is None or len(header) != 3 or header[1] != b"blob":
+        header = self._proc.stdout.readline().split()
+        if (
+            expected is None
+            or len(header) != 3
+            or header[1] != b"blob"
+            or header[0].decode() != expected
+        ):
             self.close()  # missing object or a surprise: libgit2 takes over
             return None
-        size = int(header[2])
-        data = out.read(size)
-        out.read(1)  # the newline after each object
-        if header[0].decode() != expected or len(data) != size:
+        return expected, int(header[2])
+
+    def _read_body(self, size: int) -> bytes | None:
+        assert self._proc is not None and self._proc.stdout is not None
+        data = self._proc.stdout.read(size)
+        self._proc.stdout.read(1)  # the newline after each object
+        if len(data) != size:
             self.close()
             return None
-        return expected, data
+        return data
+
+    def _end_stream(self) -> None:
+        """Skip what is left of a streamed blob, so the batch output lines up again."""
+        stream, self._stream = self._stream, None
+        if stream is None or self._proc is None:
+            return
+        if not stream.finish():
+            self.close()
 
     def close(self) -> None:
+        self._stream = None
         if self._proc is not None:
             proc, self._proc = self._proc, None
             proc.kill()
@@ -317,6 +399,61 @@ class BlobReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _PipeSource:
+    """One blob inside ``git cat-file --batch`` output, read in pieces."""
+
+    def __init__(self, out: IO[bytes], size: int) -> None:
+        self._out, self.size, self._left = out, size, size
+
+    def read(self, n: int = -1, /) -> bytes:
+        want = self._left if n < 0 else min(n, self._left)
+        data = self._out.read(want) if want else b""
+        self._left -= len(data)
+        if len(data) < want:
+            raise RepositoryError("git cat-file stopped in the middle of a blob")
+        return data
+
+    def finish(self) -> bool:
+        """Skip the unread rest and the newline after it; False if the pipe broke."""
+        while self._left:
+            data = self._out.read(min(self._left, 1024 * 1024))
+            if not data:
+                return False
+            self._left -= len(data)
+        return self._out.read(1) == b"\n"
+
+    def close(self) -> None:
+        """Nothing: the reader skips the rest when the next blob is asked for."""
+
+
+class _ProcessSource:
+    """A ``git cat-file blob`` process's output, read in pieces."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], size: int) -> None:
+        self._proc, self.size, self._left = proc, size, size
+
+    def read(self, n: int = -1, /) -> bytes:
+        assert self._proc.stdout is not None
+        want = self._left if n < 0 else min(n, self._left)
+        data = self._proc.stdout.read(want) if want else b""
+        self._left -= len(data)
+        if len(data) < want:
+            self.close()
+            raise RepositoryError("git cat-file stopped in the middle of a blob")
+        return data
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def _git_env() -> dict[str, str]:
+    return {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

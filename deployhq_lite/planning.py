@@ -135,6 +135,8 @@ def settle(the_plan: Plan, transport: Transport) -> Plan:
             settled.append(FileChange(kind, path, None, target))
         elif found is not None:
             settled.append(FileChange(ChangeKind.DELETED, path, None, None))
+        else:  # already gone: the failed run may have left its directories empty
+            prune.extend(_parents(path))
     return Plan(
         the_plan.start,
         the_plan.end,
@@ -142,3 +144,8 @@ def settle(the_plan: Plan, transport: Transport) -> Plan:
         the_plan.uncertain,
         tuple(prune),
     )
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[:depth]) for depth in range(len(parts), 0, -1)]

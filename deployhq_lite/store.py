@@ -278,7 +278,7 @@ class SnapshotStore:
             needed.update(c.new.blob for c in changeset if c.new is not None)
             missing = self._own.missing_objects(needed)
             if missing:
-                self._own.copy_objects(missing, self.repo)
+                self._own.copy_objects(missing, source)
         if self._own.missing_objects([tree]):
             raise StoreError(f"snapshot {tree} for deployment {identifier} is incomplete")
         commit = self._own.commit_tree(tree, f"deployment {identifier}\n")

@@ -65,3 +65,49 @@ def test_short_sequences_stay_in_process(blobs: tuple[git.Repository, dict[str, 
     with repo.open_blob_reader(oids) as reader:
         assert reader._proc is None
         assert [reader.read(o) for o in oids] == [by_oid[o] for o in oids]
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_big_blobs_are_streamed_in_pieces(
+    blobs: tuple[git.Repository, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch, batch: bool
+) -> None:
+    """Blobs of STREAM_MIN bytes or more come in pieces (from the batch process in order,
+    else from their own git process); a stream left half read does not upset the next."""
+    repo, by_oid = blobs
+    monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 20)
+    monkeypatch.setattr(git.BlobReader, "MIN_BATCH", 1 if batch else 10_000)
+    oids = sorted(by_oid)
+    big = [o for o in oids if len(by_oid[o]) >= 20]
+    assert 100 < len(big) < len(oids)
+    with repo.open_blob_reader(oids) as reader:
+        for i, oid in enumerate(oids):
+            source = reader.open(oid)
+            assert source.size == len(by_oid[oid])
+            if oid not in big:
+                assert source.read() == by_oid[oid]
+                continue
+            assert type(source).__name__ == ("_PipeSource" if batch else "_ProcessSource")
+            if i % 3 == 0:  # leave it half read
+                assert source.read(7) == by_oid[oid][:7]
+            else:
+                pieces = iter(lambda s=source: s.read(9), b"")  # type: ignore[misc]
+                assert b"".join(pieces) == by_oid[oid]
+            source.close()
+        assert (reader._proc is not None) is batch  # the batch never lost its place
+        # a big blob asked out of order: its own process, and the batch gives way to it
+        assert reader.read(big[0]) == by_oid[big[0]]
+
+
+def test_a_big_blob_read_ahead_is_never_buffered(
+    blobs: tuple[git.Repository, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, by_oid = blobs
+    monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 20)
+    oids = sorted(by_oid)
+    first_big = next(i for i, o in enumerate(oids) if len(by_oid[o]) >= 20)
+    later = oids[first_big + 1]
+    with repo.open_blob_reader(oids) as reader:
+        assert reader.read(later) == by_oid[later]  # skips past a big one: batch stops
+        assert reader._proc is None
+        assert reader._ahead < 20 * first_big + 20
+        assert [reader.read(o) for o in oids] == [by_oid[o] for o in oids]

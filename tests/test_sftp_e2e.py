@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +143,84 @@ def test_servers_check_reports_key_auth_rename_and_root(site: Site, sshd: SSHSer
     )
     assert wrong.returncode == 1
     assert "cannot connect" in wrong.stderr
+
+
+def _trust(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("servers", "trust", "website", "production", "--config", site.config, *args)
+
+
+def test_servers_trust_records_a_key_only_when_confirmed(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    known = tmp_path / "ssh" / "known_hosts"
+    ssh_config(site, sshd, known_hosts_path=f'"{known}"')
+    site.repo.commit({"index.html": "x"})
+    offered = "SHA256:" + _fingerprint_of(sshd.host_key_public)
+
+    refused = _trust(site)  # no terminal to ask on, no --yes: nothing recorded
+    assert refused.returncode == 1
+    assert offered in refused.stdout
+    assert "not recorded" in refused.stderr
+    wrong = _trust(site, "--fingerprint", "SHA256:" + "A" * 43)
+    assert wrong.returncode == 1
+    assert "nothing recorded" in wrong.stderr
+    assert not known.exists()
+    deploy = run_cli("deploy", "website", "--server", "production", "--config", site.config)
+    assert deploy.returncode == 1
+    assert "servers trust" in deploy.stderr
+
+    done = _trust(site, "--fingerprint", offered, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["fingerprint"] == offered
+    assert report["status"] == "unknown"
+    assert report["recorded"] == str(known)
+    assert (
+        known.read_text()
+        == f"[127.0.0.1]:{sshd.port} {' '.join(sshd.host_key_public.split()[:2])}\n"
+    )
+    assert oct(known.stat().st_mode & 0o777) == "0o600"
+    again = _trust(site, "--json")
+    assert json.loads(again.stdout)["status"] == "trusted"
+    deploy = run_cli("deploy", "website", "--server", "production", "--config", site.config)
+    assert deploy.returncode == 0, deploy.stderr
+
+
+def test_servers_trust_replaces_a_changed_key_only_with_replace(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    other = subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+        check=True,
+    )
+    assert other.returncode == 0
+    old_key = (tmp_path / "other.pub").read_text().split()[:2]
+    known.write_text(
+        f"# ours\nexample.org {' '.join(old_key)}\n[127.0.0.1]:{sshd.port} {' '.join(old_key)}\n"
+    )
+    ssh_config(site, sshd, known_hosts_path=f'"{known}"')
+
+    refused = _trust(site, "--yes")
+    assert refused.returncode == 1
+    assert "changed host key" in refused.stderr
+    assert "--replace" in refused.stderr
+    done = _trust(site, "--yes", "--replace")
+    assert done.returncode == 0, done.stderr
+    text = known.read_text()
+    assert f"example.org {' '.join(old_key)}" in text  # other hosts are kept
+    assert text.count(old_key[1]) == 1
+    assert _trust(site).returncode == 0
+
+
+def test_servers_trust_never_overrides_a_pinned_fingerprint(site: Site, sshd: SSHServer) -> None:
+    ssh_config(site, sshd, host_key_fingerprint='"SHA256:' + "A" * 43 + '"')
+    done = _trust(site, "--yes")
+    assert done.returncode == 1
+    assert "host_key_fingerprint" in done.stderr
+    assert "SHA256:" + _fingerprint_of(sshd.host_key_public) in done.stderr
+
+
+def _fingerprint_of(public_line: str) -> str:
+    blob = base64.b64decode(public_line.split()[1])
+    return base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

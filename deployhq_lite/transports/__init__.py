@@ -1,15 +1,23 @@
-"""Transports: the only code that touches servers (``local`` now, ``sftp`` next)."""
+"""Transports: the only code that touches servers (``local``, ``ssh``; ``memory`` for tests)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import BaseTransport, RemoteEntry, Transport, Upload
+from .base import BaseTransport, BytesSource, RemoteEntry, Source, Transport, Upload
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
 
-__all__ = ["BaseTransport", "RemoteEntry", "Transport", "Upload", "open_transport"]
+__all__ = [
+    "BaseTransport",
+    "BytesSource",
+    "RemoteEntry",
+    "Source",
+    "Transport",
+    "Upload",
+    "open_transport",
+]
 
 
 def open_transport(server: ServerConfig, *, label: str) -> Transport:

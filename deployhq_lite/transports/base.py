@@ -33,14 +33,51 @@ class RemoteEntry:
     target: str | None = None  # for symlinks
 
 
+class Source(Protocol):
+    """File contents read in pieces: ``read(n)`` returns at most n bytes, b"" at the end."""
+
+    size: int
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class BytesSource:
+    """A ``Source`` over bytes already in memory."""
+
+    __slots__ = ("_data", "_pos", "size")
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos, self.size = data, 0, len(data)
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._pos == 0 and (n < 0 or n >= self.size):
+            self._pos = self.size
+            return self._data
+        end = self.size if n < 0 else min(self.size, self._pos + n)
+        piece, self._pos = self._data[self._pos : end], end
+        return piece
+
+    def close(self) -> None:
+        self._data = b""
+
+
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """A file or symlink to write; ``read()`` returns its bytes (a symlink's target)."""
+    """A file or symlink to write; ``read()`` returns its bytes (a symlink's target).
+
+    ``open``, when given, returns the same contents as a ``Source`` to be read in pieces:
+    big files are streamed through it so memory does not grow with file size.
+    """
 
     path: str
     read: Callable[[], bytes]
     mode: int = 0o644
     is_symlink: bool = False
+    open: Callable[[], Source] | None = None
+
+    def source(self) -> Source:
+        return self.open() if self.open is not None else BytesSource(self.read())
 
 
 # Called once per item of a batch with the path and the error (None on success).

@@ -28,6 +28,7 @@ from .base import (
     DoneCallback,
     RemoteEntry,
     RemoteKind,
+    Source,
     Upload,
     check_relative,
 )
@@ -40,6 +41,8 @@ _BATCH = 32  # files handed to a writer thread at once
 _BATCH_BYTES = 1024 * 1024
 _MAX_BATCHES = 16  # batches in flight
 _MAX_BYTES = 32 * 1024 * 1024  # bytes read from git and not yet written
+_STREAM_MIN = 4 * 1024 * 1024  # bigger files are written in pieces, in order
+_PIECE = 1024 * 1024
 
 Outcome = tuple[str, TransportError | None]
 
@@ -113,7 +116,7 @@ class LocalTransport(BaseTransport):
         with self._map_errors(path):
             dfd = self._dir_fd(parent, create=True)
             assert dfd is not None
-            _write_at(dfd, name, data, mode)
+            _write_at(dfd, name, (data,), mode)
 
     def put_symlink(self, path: str, target: str) -> None:
         self._require_open()
@@ -141,12 +144,30 @@ class LocalTransport(BaseTransport):
                         on_done(upload.path, exc)
                         continue
                     assert dfd is not None
-                    data = upload.read()
+                    source = upload.source()
+                    if source.size >= _STREAM_MIN and not upload.is_symlink:
+                        writer.drain()  # a big file: streamed here, in order
+                        on_done(upload.path, self._stream_to(dfd, name, source, upload))
+                        continue
+                    data = source.read()
                     writer.add(upload.path, _job(dfd, name, data, upload), len(data))
                 writer.drain()
             finally:
                 self._before_evict = None
                 writer.cancel()
+
+    def _stream_to(
+        self, dfd: int, name: str, source: Source, upload: Upload
+    ) -> TransportError | None:
+        pieces = iter(functools.partial(source.read, _PIECE), b"")
+        try:
+            with self._map_errors(upload.path):
+                _write_at(dfd, name, pieces, upload.mode)
+        except TransportError as exc:
+            return exc
+        finally:
+            source.close()
+        return None
 
     def _run_batch(self, batch: list[tuple[str, Callable[[], None]]]) -> list[Outcome]:
         """Run writes in a worker; a transport error is an outcome, anything else a bug."""
@@ -320,11 +341,12 @@ class _BatchWriter:
 def _job(dfd: int, name: str, data: bytes, upload: Upload) -> Callable[[], None]:
     if upload.is_symlink:
         return functools.partial(_symlink_at, dfd, name, os.fsdecode(data))
-    return functools.partial(_write_at, dfd, name, data, upload.mode)
+    return functools.partial(_write_at, dfd, name, (data,), upload.mode)
 
 
-def _write_at(dfd: int, name: str, data: bytes, mode: int) -> None:
-    """Write ``data`` to a temp name in directory ``dfd``, set ``mode``, rename over ``name``."""
+def _write_at(dfd: int, name: str, pieces: Iterable[bytes], mode: int) -> None:
+    """Write the pieces to a temp name in directory ``dfd``, set ``mode``, rename over
+    ``name``."""
     tmp = temp_name(name)
     try:
         fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dfd)
@@ -333,9 +355,10 @@ def _write_at(dfd: int, name: str, data: bytes, mode: int) -> None:
         fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dfd)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for data in pieces:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)
         finally:
             os.close(fd)

@@ -5,7 +5,9 @@ path is checked with ``lstat`` (a symlink is refused before anything is written)
 go to a temp name beside the target, get their mode, and replace it with
 ``posix-rename@openssh.com`` (remove-then-rename on servers without it).
 
-This first version sends requests one at a time; pipelining comes next (issue 4).
+Batches are pipelined on one channel (see ``_Pipe``): OPEN, WRITE, FSETSTAT, CLOSE and
+RENAME requests for many files are in flight at once, and so are REMOVEs. Single-file
+operations, directory checks and error reports go one request at a time.
 """
 
 from __future__ import annotations
@@ -13,15 +15,39 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
+import logging
 import os
 import socket
 import stat as st
-from collections.abc import Iterable
+import struct
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import paramiko
+from paramiko.message import Message
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_FSETSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_REMOVE,
+    CMD_STATUS,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    SFTP_NO_SUCH_FILE,
+    SFTP_OK,
+    SFTP_OP_UNSUPPORTED,
+    SFTP_PERMISSION_DENIED,
+    int64,
+)
 
 from ..errors import (
     AuthenticationError,
@@ -31,21 +57,56 @@ from ..errors import (
     PathOutsideRootError,
     RemotePathError,
     TransportError,
+    TransportStateError,
 )
 from ..log import get_logger
-from .base import TEMP_SUFFIX, BaseTransport, RemoteEntry, RemoteKind, check_relative
+from .base import (
+    TEMP_SUFFIX,
+    BaseTransport,
+    DoneCallback,
+    RemoteEntry,
+    RemoteKind,
+    Source,
+    Upload,
+    check_relative,
+)
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
 
 log = get_logger(__name__)
+# paramiko logs a lost connection at ERROR; with no handler anywhere, Python's last-resort
+# handler would print it under our one-line error. Handlers the user configures still
+# receive it.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 PREFERRED_CIPHERS = (
     "aes128-gcm@openssh.com",
     "chacha20-poly1305@openssh.com",
     "aes256-gcm@openssh.com",
 )
-_SFTP_OP_UNSUPPORTED = 8
+_MAX_REQUESTS = 128  # SFTP requests in flight on the channel
+_MAX_FILES = 64  # files being written at once
+_MAX_HELD = 16 * 1024 * 1024  # bytes read from git and not yet sent
+_CHUNK = 32 * 1024  # bytes per WRITE (what every SFTP server accepts)
+_FLUSH_AT = 32 * 1024  # queued request bytes sent in one go
+_STREAM_MIN = 4 * 1024 * 1024  # bigger files are read and sent in pieces
+_POSIX_RENAME = "posix-rename@openssh.com"
+
+
+HostKeyStatus = Literal["trusted", "unknown", "changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostKeyOffer:
+    """The key a server offered, and whether we trust it (see ``servers trust``)."""
+
+    host: str  # as known_hosts names it: host, or [host]:port
+    key_type: str
+    fingerprint: str
+    key_base64: str
+    status: HostKeyStatus
+    detail: str
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -69,6 +130,18 @@ class SFTPTransport(BaseTransport):
     # -- lifecycle -------------------------------------------------------------------------
 
     def _open(self) -> None:
+        self._ssh = self._start()
+        try:
+            self._verify_host_key(self._ssh.get_remote_server_key())
+            self._authenticate(self._ssh)
+            self._sftp = paramiko.SFTPClient.from_transport(self._ssh)
+            self._root = self._resolve_root()
+        except BaseException:
+            self._close()  # a refused connection leaves no socket or thread behind
+            raise
+
+    def _start(self) -> paramiko.Transport:
+        """Connect and run the key exchange (gcm or chacha preferred); no authentication."""
         cfg = self.config
         where = f"{cfg.host}:{cfg.port}"
         try:
@@ -78,15 +151,7 @@ class SFTPTransport(BaseTransport):
                 f"server {self.server}: cannot connect to {where}: {exc.strerror or exc}",
                 server=self.server,
             ) from None
-        self._ssh = paramiko.Transport(sock)
-        try:
-            self._handshake(self._ssh, where)
-        except BaseException:
-            self._close()  # a refused connection leaves no socket or thread behind
-            raise
-
-    def _handshake(self, ssh: paramiko.Transport, where: str) -> None:
-        cfg = self.config
+        ssh = paramiko.Transport(sock)
         options = ssh.get_security_options()
         available = tuple(options.ciphers)
         options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in available) + tuple(
@@ -95,14 +160,12 @@ class SFTPTransport(BaseTransport):
         try:
             ssh.start_client(timeout=cfg.connect_timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            ssh.close()
             raise ConnectError(
                 f"server {self.server}: SSH handshake with {where} failed: {exc}",
                 server=self.server,
             ) from None
-        self._verify_host_key(ssh.get_remote_server_key())
-        self._authenticate(ssh)
-        self._sftp = paramiko.SFTPClient.from_transport(ssh)
-        self._root = self._resolve_root()
+        return ssh
 
     def _close(self) -> None:
         if self._sftp is not None:
@@ -111,32 +174,85 @@ class SFTPTransport(BaseTransport):
             self._ssh.close()
         self._sftp = self._ssh = None
 
-    def _verify_host_key(self, key: paramiko.PKey) -> None:
-        cfg = self.config
-        offered = f"{key.get_name()} {fingerprint(key)}"
-        self.host_key_fingerprint = fingerprint(key)
-        name = cfg.host if cfg.port == 22 else f"[{cfg.host}]:{cfg.port}"
-        pinned = cfg.host_key_fingerprint
+    # -- host keys -----------------------------------------------------------------------------
+
+    def offered_host_key(self) -> HostKeyOffer:
+        """The server's host key and how it compares with what we trust; nothing is sent
+        beyond the key exchange (no authentication)."""
+        if self._state != "new":
+            raise TransportStateError(
+                f"server {self.server}: check the host key before opening", server=self.server
+            )
+        ssh = self._start()
+        try:
+            key = ssh.get_remote_server_key()
+        finally:
+            ssh.close()
+        status, detail = self._host_key_status(key)
+        return HostKeyOffer(
+            self._known_name(), key.get_name(), fingerprint(key), key.get_base64(), status, detail
+        )
+
+    def trust_host_key(self, offer: HostKeyOffer, *, replace: bool = False) -> Path:
+        """Record ``offer`` in the known_hosts file (``replace`` drops a changed key)."""
+        known = self._known_hosts_file()
+        if offer.status == "changed" and not replace:
+            raise HostKeyError(
+                f"server {self.server}: {offer.detail}; pass --replace to drop the old key "
+                "after checking the new one with the server's administrator",
+                server=self.server,
+            )
+        known.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = paramiko.PKey.from_type_string(offer.key_type, base64.b64decode(offer.key_base64))
+        if offer.status == "changed":
+            keys = paramiko.HostKeys(str(known))
+            entry = keys.lookup(offer.host)
+            if entry is not None:
+                for key_type in list(entry.keys()):
+                    del entry[key_type]
+            keys.add(offer.host, offer.key_type, key)
+            keys.save(str(known))
+        else:
+            fd = os.open(known, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(f"{offer.host} {offer.key_type} {offer.key_base64}\n")
+        return known
+
+    def _known_name(self) -> str:
+        host, port = self.config.host or "", self.config.port
+        return host if port == 22 else f"[{host}]:{port}"
+
+    def _known_hosts_file(self) -> Path:
+        return self.config.known_hosts_path or Path("~/.ssh/known_hosts").expanduser()
+
+    def _host_key_status(self, key: paramiko.PKey) -> tuple[HostKeyStatus, str]:
+        name, offered = self._known_name(), f"{key.get_name()} {fingerprint(key)}"
+        pinned = self.config.host_key_fingerprint
         if pinned:
             if pinned == fingerprint(key):
-                return
-            self._refuse_key(f"changed host key for {name}: offered {offered}, pinned {pinned}")
-        known = cfg.known_hosts_path or Path("~/.ssh/known_hosts").expanduser()
+                return "trusted", f"{name} offers {offered}, the pinned key"
+            return "changed", f"changed host key for {name}: offered {offered}, pinned {pinned}"
+        known = self._known_hosts_file()
         keys = paramiko.HostKeys(str(known)) if known.exists() else paramiko.HostKeys()
         entry = keys.lookup(name)
         if entry is None:
-            self._refuse_key(f"unknown host key for {name}: offered {offered} (not in {known})")
+            return "unknown", f"unknown host key for {name}: offered {offered} (not in {known})"
         expected = entry.get(key.get_name())
         if expected is None or expected != key:
             listed = ", ".join(f"{t} {fingerprint(k)}" for t, k in entry.items())
-            self._refuse_key(f"changed host key for {name}: offered {offered}, known {listed}")
+            return "changed", f"changed host key for {name}: offered {offered}, known {listed}"
+        return "trusted", f"{name} offers {offered}, listed in {known}"
 
-    def _refuse_key(self, problem: str) -> None:
-        raise HostKeyError(
-            f"server {self.server}: {problem}; check the key with the server's administrator, "
-            "then add it to known_hosts_path or set host_key_fingerprint",
-            server=self.server,
-        )
+    def _verify_host_key(self, key: paramiko.PKey) -> None:
+        self.host_key_fingerprint = fingerprint(key)
+        status, detail = self._host_key_status(key)
+        if status != "trusted":
+            raise HostKeyError(
+                f"server {self.server}: {detail}; check the key with the server's "
+                "administrator, then run `deployhq-lite servers trust` or set "
+                "host_key_fingerprint",
+                server=self.server,
+            )
 
     def _authenticate(self, ssh: paramiko.Transport) -> None:
         cfg = self.config
@@ -351,6 +467,58 @@ class SFTPTransport(BaseTransport):
         """Nothing to do: each file was closed (and renamed) on the server before this."""
         self._require_open()
 
+    # -- pipelined batches -------------------------------------------------------------------
+
+    def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None:
+        """Many files in flight: each one OPEN -> WRITEs, FSETSTAT, CLOSE -> RENAME."""
+        self._require_open()
+        batch = _PutBatch(self, _Pipe(self._client()), on_done)
+        with self._map_errors(""):  # a lost connection ends the whole batch
+            for upload in uploads:
+                batch.wait_for_room()
+                if upload.is_symlink:  # rare: one at a time
+                    batch.run_sync(upload.path, functools.partial(self._put_link, upload))
+                else:
+                    batch.start(upload)
+            batch.finish()
+
+    def _put_link(self, upload: Upload) -> None:
+        self.put_symlink(upload.path, os.fsdecode(upload.read()))
+
+    def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None:
+        """REMOVEs in flight together; a failure is retried alone for its exact error."""
+        self._require_open()
+        pipe = _Pipe(self._client())
+        results: deque[tuple[str, Exception | None]] = deque()
+
+        def report() -> None:
+            while results:
+                path, error = results.popleft()
+                if error is None or isinstance(error, FileNotFoundError):
+                    on_done(path, None)
+                else:  # a directory, a permission problem...: say exactly what
+                    _run_reporting(path, functools.partial(self.delete, path), on_done)
+
+        with self._map_errors(""):  # a lost connection ends the whole batch
+            for path in paths:
+                try:
+                    with self._map_errors(path):
+                        full = self._full(path, create=False)
+                except TransportError as exc:
+                    report()
+                    on_done(path, exc)
+                    continue
+                if full is None:
+                    results.append((path, None))
+                else:
+                    pipe.send(CMD_REMOVE, full, then=functools.partial(_record, results, path))
+                report()
+            pipe.drain()
+            report()
+        with self._map_errors(""):
+            pipe.drain()
+        report()
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _client(self) -> paramiko.SFTPClient:
@@ -407,10 +575,14 @@ class SFTPTransport(BaseTransport):
             except OSError as exc:
                 if not _unsupported(exc):
                     raise
-                self.supports_posix_rename = False
-                log.warning("sftp.no_posix_rename", server=self.server)
+                self._no_posix_rename()
         _remove_quietly(sftp, full)
         sftp.rename(tmp, full)
+
+    def _no_posix_rename(self) -> None:
+        if self.supports_posix_rename:
+            self.supports_posix_rename = False
+            log.warning("sftp.no_posix_rename", server=self.server)
 
     def _translate(self, exc: Exception, path: str) -> TransportError | None:
         alive = self._ssh is not None and self._ssh.is_active()
@@ -429,6 +601,279 @@ class SFTPTransport(BaseTransport):
                 f"server {self.server}: {where}: {reason}", server=self.server, path=path
             )
         return None
+
+
+# -- pipelining -------------------------------------------------------------------------------
+
+
+class _StatusError(OSError):
+    """An SFTP status other than OK, as paramiko would raise it."""
+
+
+class _Pipe:
+    """Requests sent without waiting for their replies, framed and numbered as paramiko
+    does (its ``_async_request``) but written to the channel many at a time.
+
+    ``send`` queues a request with a callback; queued bytes go out when they fill an
+    SSH packet or before ``pump`` waits. ``pump`` reads one reply (through paramiko's
+    reader) and runs its callback, which must only record state. Synchronous paramiko
+    calls may be made in between: replies to piped requests that they read reach the
+    callbacks the same way.
+    """
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self._sftp = sftp
+        self._waiting: dict[int, _Reply] = {}
+        self._out = bytearray()
+
+    def send(self, t: int, *args: object, then: Callable[[int, Message], None]) -> None:
+        if len(self._waiting) >= _MAX_REQUESTS:
+            while len(self._waiting) > _MAX_REQUESTS // 2:  # then send a good batch
+                self.pump()
+        sftp = self._sftp
+        reply = _Reply(self, then)
+        msg = Message()
+        with sftp._lock:
+            num = sftp.request_number
+            sftp.request_number += 1
+            sftp._expecting[num] = reply
+        msg.add_int(num)
+        for arg in args:
+            if isinstance(arg, int64):
+                msg.add_int64(arg)
+            elif isinstance(arg, int):
+                msg.add_int(arg)
+            elif isinstance(arg, paramiko.SFTPAttributes):
+                arg._pack(msg)
+            else:
+                msg.add_string(arg)
+        packet = msg.asbytes()
+        self._out += struct.pack(">IB", len(packet) + 1, t)
+        self._out += packet
+        self._waiting[num] = reply
+        if len(self._out) >= _FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._out:
+            out, self._out = bytes(self._out), bytearray()
+            self._sftp._write_all(out)
+
+    def pump(self) -> None:
+        if not self._waiting:
+            raise RuntimeError("SFTP pipeline: waiting for a reply to nothing")
+        self.flush()
+        self._sftp._read_response()
+
+    def drain(self) -> None:
+        while self._waiting:
+            self.pump()
+
+
+class _Reply:
+    __slots__ = ("__weakref__", "pipe", "then")  # paramiko keeps only a weak reference
+
+    def __init__(self, pipe: _Pipe, then: Callable[[int, Message], None]) -> None:
+        self.pipe, self.then = pipe, then
+
+    def _async_response(self, t: int, msg: Message, num: int) -> None:
+        del self.pipe._waiting[num]
+        self.then(t, msg)
+
+
+def _status(t: int, msg: Message) -> Exception | None:
+    """None for an OK status; the error paramiko would raise otherwise."""
+    if t != CMD_STATUS:
+        return _StatusError(f"unexpected SFTP reply type {t}")
+    code, text = msg.get_int(), msg.get_text()
+    if code == SFTP_OK:
+        return None
+    if code == SFTP_NO_SUCH_FILE:
+        return FileNotFoundError(errno.ENOENT, text)
+    if code == SFTP_PERMISSION_DENIED:
+        return PermissionError(errno.EACCES, text)
+    error = _StatusError(text or f"SFTP status {code}")
+    error.errno = SFTP_OP_UNSUPPORTED if code == SFTP_OP_UNSUPPORTED else None
+    return error
+
+
+def _record(results: deque[tuple[str, Exception | None]], path: str, t: int, msg: Message) -> None:
+    results.append((path, _status(t, msg)))
+
+
+def _run_reporting(path: str, action: Callable[[], None], on_done: DoneCallback) -> None:
+    try:
+        action()
+    except TransportError as exc:
+        on_done(path, exc)
+    else:
+        on_done(path, None)
+
+
+@dataclass(slots=True, eq=False)
+class _Put:
+    """One file on its way: opening, writing, renaming."""
+
+    upload: Upload
+    full: str
+    tmp: str
+    source: Source
+    data: bytes | None  # the contents when small (read before the OPEN is sent)
+    handle: bytes = b""
+    pending: int = 0  # replies still to come for WRITE/FSETSTAT/CLOSE
+    error: Exception | None = None
+    renamed: bool = False
+    sent: bool = False  # every WRITE sent (or given up on): the source is closed
+
+
+class _PutBatch:
+    """The state machine behind ``SFTPTransport.put_many``.
+
+    Reply callbacks only record state and queue the file in ``_ready``; the next step
+    (send its WRITEs, rename it, report it) runs from ``_advance``, outside paramiko.
+    """
+
+    def __init__(self, transport: SFTPTransport, pipe: _Pipe, on_done: DoneCallback) -> None:
+        self._t, self._pipe, self._on_done = transport, pipe, on_done
+        self._ready: deque[_Put] = deque()
+        self._active = 0
+        self._held = 0
+
+    def wait_for_room(self) -> None:
+        self._advance()
+        while self._active >= _MAX_FILES or self._held >= _MAX_HELD:
+            self._pump()
+
+    def finish(self) -> None:
+        self._advance()
+        while self._active:
+            self._pump()
+
+    def run_sync(self, path: str, action: Callable[[], None]) -> None:
+        _run_reporting(path, action, self._on_done)
+
+    def start(self, upload: Upload) -> None:
+        try:
+            with self._t._map_errors(upload.path):
+                full = self._t._full(upload.path, create=True)
+        except TransportError as exc:
+            self._on_done(upload.path, exc)
+            return
+        assert full is not None
+        source = upload.source()
+        data = source.read() if source.size < _STREAM_MIN else None
+        put = _Put(upload, full, _temp(full), source, data)
+        self._active += 1
+        self._held += len(data or b"")
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+        self._pipe.send(
+            CMD_OPEN, put.tmp, flags, _mode_attrs(0o600), then=lambda t, m: self._opened(put, t, m)
+        )
+        while data is None and not put.sent:  # a stream is read to its end before the next
+            self._pump()
+
+    # reply callbacks (inside paramiko's reader): record and queue, nothing else
+
+    def _opened(self, put: _Put, t: int, msg: Message) -> None:
+        if t == CMD_HANDLE:
+            put.handle = msg.get_binary()
+        else:
+            put.error = _status(t, msg) or _StatusError("OPEN returned no handle")
+        self._ready.append(put)
+
+    def _acked(self, put: _Put, t: int, msg: Message) -> None:
+        put.error = put.error or _status(t, msg)
+        put.pending -= 1
+        if not put.pending:
+            self._ready.append(put)
+
+    def _renamed(self, put: _Put, t: int, msg: Message) -> None:
+        error = _status(t, msg)
+        if error is not None and _unsupported(error):
+            self._t._no_posix_rename()
+        else:
+            put.error, put.renamed = error, error is None
+        self._ready.append(put)
+
+    # next steps (outside paramiko)
+
+    def _pump(self) -> None:
+        self._pipe.pump()
+        self._advance()
+
+    def _advance(self) -> None:
+        while self._ready:
+            put = self._ready.popleft()
+            if put.renamed or put.error is not None:
+                self._report(put)
+            elif put.handle and not put.pending:
+                self._write(put)
+            elif not put.handle:
+                self._rename(put)
+
+    def _write(self, put: _Put) -> None:
+        handle, ack = put.handle, lambda t, m: self._acked(put, t, m)
+        pieces: Iterator[bytes]
+        if put.data is not None:
+            data = put.data
+            pieces = (data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK))
+        else:
+            pieces = iter(lambda: put.source.read(_CHUNK), b"")
+        put.pending = 2  # FSETSTAT and CLOSE
+        offset = 0
+        for piece in pieces:
+            put.pending += 1
+            self._pipe.send(CMD_WRITE, handle, int64(offset), piece, then=ack)
+            offset += len(piece)
+        self._pipe.send(CMD_FSETSTAT, handle, _mode_attrs(put.upload.mode), then=ack)
+        self._pipe.send(CMD_CLOSE, handle, then=ack)
+        put.handle = b""
+        self._release(put)
+
+    def _rename(self, put: _Put) -> None:
+        if self._t.supports_posix_rename:
+            self._pipe.send(
+                CMD_EXTENDED,
+                _POSIX_RENAME,
+                put.tmp,
+                put.full,
+                then=lambda t, m: self._renamed(put, t, m),
+            )
+            return
+        try:
+            with self._t._map_errors(put.upload.path):
+                self._t._replace(put.tmp, put.full)  # remove, then rename: one at a time
+        except TransportError as exc:
+            put.error = exc
+        put.renamed = put.error is None
+        self._ready.append(put)
+
+    def _report(self, put: _Put) -> None:
+        self._release(put)
+        self._active -= 1
+        error = put.error
+        if error is None:
+            self._on_done(put.upload.path, None)
+            return
+        _remove_quietly(self._t._client(), put.tmp)
+        if not isinstance(error, TransportError):
+            error = self._t._translate(error, put.upload.path) or TransportError(
+                str(error), server=self._t.server, path=put.upload.path
+            )
+        self._on_done(put.upload.path, error)
+
+    def _release(self, put: _Put) -> None:
+        put.sent = True
+        if put.data is not None:
+            self._held -= len(put.data)
+            put.data = None
+        put.source.close()
+
+
+def _mode_attrs(mode: int) -> paramiko.SFTPAttributes:
+    attrs = paramiko.SFTPAttributes()
+    attrs.st_mode = mode
+    return attrs
 
 
 def _secret(env: str | None, file: Path | None, what: str) -> str | None:
@@ -465,5 +910,6 @@ def _remove_quietly(sftp: paramiko.SFTPClient, full: str) -> None:
         sftp.remove(full)
 
 
-def _unsupported(exc: OSError) -> bool:
-    return "unsupported" in str(exc).lower() or exc.errno == _SFTP_OP_UNSUPPORTED
+def _unsupported(exc: Exception) -> bool:
+    code = getattr(exc, "errno", None)
+    return "unsupported" in str(exc).lower() or code == SFTP_OP_UNSUPPORTED
