@@ -615,14 +615,16 @@ class _Pipe:
     does (its ``_async_request``) but written to the channel many at a time.
 
     ``send`` queues a request with a callback; queued bytes go out when they fill an
-    SSH packet or before ``pump`` waits. ``pump`` reads one reply (through paramiko's
-    reader) and runs its callback, which must only record state. Synchronous paramiko
+    SSH packet or when ``pump`` would otherwise wait (so they leave in large writes).
+    ``pump`` reads one reply (through paramiko's reader) and runs its callback, which
+    must only record state. Synchronous paramiko
     calls may be made in between: replies to piped requests that they read reach the
     callbacks the same way.
     """
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self._sftp = sftp
+        self._channel = sftp.get_channel()
         self._waiting: dict[int, _Reply] = {}
         self._out = bytearray()
 
@@ -632,24 +634,13 @@ class _Pipe:
                 self.pump()
         sftp = self._sftp
         reply = _Reply(self, then)
-        msg = Message()
         with sftp._lock:
             num = sftp.request_number
             sftp.request_number += 1
             sftp._expecting[num] = reply
-        msg.add_int(num)
-        for arg in args:
-            if isinstance(arg, int64):
-                msg.add_int64(arg)
-            elif isinstance(arg, int):
-                msg.add_int(arg)
-            elif isinstance(arg, paramiko.SFTPAttributes):
-                arg._pack(msg)
-            else:
-                msg.add_string(arg)
-        packet = msg.asbytes()
-        self._out += struct.pack(">IB", len(packet) + 1, t)
-        self._out += packet
+        body = b"".join(_encode(arg) for arg in args)
+        self._out += struct.pack(">IBI", len(body) + 5, t, num)
+        self._out += body
         self._waiting[num] = reply
         if len(self._out) >= _FLUSH_AT:
             self.flush()
@@ -662,12 +653,31 @@ class _Pipe:
     def pump(self) -> None:
         if not self._waiting:
             raise RuntimeError("SFTP pipeline: waiting for a reply to nothing")
-        self.flush()
+        if not self._channel.recv_ready():  # about to wait: let the server have it all
+            self.flush()
         self._sftp._read_response()
 
     def drain(self) -> None:
         while self._waiting:
             self.pump()
+
+
+def _encode(arg: object) -> bytes:
+    """One request field in SFTP's wire format (as paramiko's Message would write it)."""
+    if isinstance(arg, bytes):
+        return struct.pack(">I", len(arg)) + arg
+    if isinstance(arg, str):
+        data = arg.encode()
+        return struct.pack(">I", len(data)) + data
+    if isinstance(arg, int64):
+        return struct.pack(">Q", arg)
+    if isinstance(arg, int):
+        return struct.pack(">I", arg)
+    if isinstance(arg, paramiko.SFTPAttributes):
+        msg = Message()
+        arg._pack(msg)
+        return bytes(msg.asbytes())
+    raise TypeError(f"cannot send {type(arg).__name__} in an SFTP request")
 
 
 class _Reply:
