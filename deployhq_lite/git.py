@@ -257,7 +257,8 @@ class BlobReader:
     next blob is asked for. Use as a context manager.
     """
 
-    MIN_BATCH = 256  # fewer blobs: not worth a process
+    MIN_BATCH = 256  # fewer blobs (and fewer bytes): not worth a process
+    MIN_BATCH_BYTES = 4 * 1024 * 1024
     MAX_AHEAD = 64 * 1024 * 1024  # bytes read ahead and not yet asked for
     STREAM_MIN = 4 * 1024 * 1024  # bigger blobs are streamed, never held whole
 
@@ -270,8 +271,20 @@ class BlobReader:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stream: _PipeSource | None = None  # the batch blob being streamed
         self._git = shutil.which("git")
-        if len(oids) >= self.MIN_BATCH and self._git:
+        if self._git and (len(oids) >= self.MIN_BATCH or self._big(oids)):
             self._start(oids)
+
+    def _big(self, oids: Sequence[str]) -> bool:
+        """Few blobs, but enough bytes to be worth inflating on another core."""
+        total = 0
+        for oid in oids:
+            try:
+                total += self._repo._repo.odb.read_header(oid)[1]
+            except (KeyError, ValueError):
+                return False
+            if total >= self.MIN_BATCH_BYTES:
+                return True
+        return False
 
     def _start(self, oids: Sequence[str]) -> None:
         assert self._git is not None

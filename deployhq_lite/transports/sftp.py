@@ -89,7 +89,6 @@ _MAX_REQUESTS = 128  # SFTP requests in flight on the channel
 _MAX_FILES = 64  # files being written at once
 _MAX_HELD = 16 * 1024 * 1024  # bytes read from git and not yet sent
 _CHUNK = 32 * 1024  # bytes per WRITE (what every SFTP server accepts)
-_FLUSH_AT = 32 * 1024  # queued request bytes sent in one go
 _STREAM_MIN = 4 * 1024 * 1024  # bigger files are read and sent in pieces
 _POSIX_RENAME = "posix-rename@openssh.com"
 
@@ -625,6 +624,7 @@ class _Pipe:
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self._sftp = sftp
         self._channel = sftp.get_channel()
+        self._packet = max(4096, int(self._channel.out_max_packet_size) - 64)  # as paramiko cuts
         self._waiting: dict[int, _Reply] = {}
         self._out = bytearray()
 
@@ -642,12 +642,18 @@ class _Pipe:
         self._out += struct.pack(">IBI", len(body) + 5, t, num)
         self._out += body
         self._waiting[num] = reply
-        if len(self._out) >= _FLUSH_AT:
-            self.flush()
+        if len(self._out) >= self._packet:
+            self.flush(whole_packets=True)
 
-    def flush(self) -> None:
-        if self._out:
-            out, self._out = bytes(self._out), bytearray()
+    def flush(self, *, whole_packets: bool = False) -> None:
+        """Send what is queued; with ``whole_packets``, only full SSH packets' worth (a
+        32 KiB WRITE does not fit one packet: its tail waits for the next request)."""
+        size = len(self._out)
+        if whole_packets:
+            size -= size % self._packet
+        if size:
+            out = bytes(self._out[:size])
+            del self._out[:size]
             self._sftp._write_all(out)
 
     def pump(self) -> None:
