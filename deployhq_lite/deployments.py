@@ -20,6 +20,7 @@ from .errors import (
     DeployHQLiteError,
     DeploymentError,
     RollbackNotAllowedError,
+    TransportError,
 )
 from .locking import server_lock
 from .log import get_logger
@@ -349,13 +350,32 @@ def apply_changeset(
         if on_progress is not None:
             on_progress(done, total, path)
 
+    try:
+        _apply(engine, transport, the_plan, on_done, failure)
+    except TransportError as exc:  # the connection is gone: name the first file not done
+        pending = next(
+            (c.path for c, s in zip(changes, statuses, strict=True) if s is OutcomeStatus.PENDING),
+            "",
+        )
+        failure.append((pending, str(exc)))
+    return statuses, (failure[0] if failure else None)
+
+
+def _apply(
+    engine: Engine,
+    transport: Transport,
+    the_plan: Plan,
+    on_done: Callable[..., None],
+    failure: list[tuple[str, str]],
+) -> None:
+    changes = the_plan.changeset.changes
     deletes = (c.path for c in changes if c.is_delete and not failure)
     transport.delete_many(deletes, lambda p, e: on_done(p, e, deleted=True))
     if not failure:
         transport.prune_dirs([*the_plan.changeset.emptied_dirs(), *the_plan.prune])
     writes = [c for c in changes if c.new is not None and not c.is_delete]
     if failure or not writes:
-        return statuses, (failure[0] if failure else None)
+        return
     with engine.snapshots.repo.open_blob_reader([c.new.blob for c in writes if c.new]) as blobs:
         uploads = (
             Upload(
@@ -369,4 +389,3 @@ def apply_changeset(
             if c.new is not None and not failure
         )
         transport.put_many(uploads, lambda p, e: on_done(p, e, deleted=False))
-    return statuses, (failure[0] if failure else None)

@@ -224,3 +224,30 @@ def test_servers_trust_never_overrides_a_pinned_fingerprint(site: Site, sshd: SS
 def _fingerprint_of(public_line: str) -> str:
     blob = base64.b64decode(public_line.split()[1])
     return base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def test_a_missing_root_is_made_with_its_parents_and_a_symlinked_root_followed(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    site.repo.commit({"index.html": "x"})
+    ssh_config(site, sshd)
+    root_env = "DEPLOYHQ_LITE_PROJECTS__WEBSITE__SERVERS__PRODUCTION__ROOT"
+    deep = tmp_path / "srv" / "sites" / "www"
+    args = ("--server", "production", "--config", site.config)
+    done = run_cli("deploy", "website", *args, env={root_env: str(deep)})
+    assert done.returncode == 0, done.stderr
+    assert (deep / "index.html").read_text() == "x"
+    link = tmp_path / "current"
+    link.symlink_to(deep)  # a root that is a symlink (Capistrano's "current") is followed
+    check = run_cli(
+        "servers",
+        "check",
+        "website",
+        "production",
+        "--json",
+        "--config",
+        site.config,
+        env={root_env: str(link)},
+    )
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["root"] == str(deep)

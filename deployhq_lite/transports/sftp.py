@@ -120,6 +120,7 @@ class SFTPTransport(BaseTransport):
         self.config = config
         self._ssh: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._pipe: _Pipe | None = None  # the batch's pipeline, flushed before sync calls
         self._root = ""
         self._dirs: set[str] = set()  # directories checked to be real directories
         self.auth_method = ""
@@ -167,11 +168,13 @@ class SFTPTransport(BaseTransport):
         return ssh
 
     def _close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-        if self._ssh is not None:
-            self._ssh.close()
-        self._sftp = self._ssh = None
+        sftp, ssh = self._sftp, self._ssh
+        self._sftp = self._ssh = self._pipe = None
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            if sftp is not None:  # may say the connection died: the error is already known
+                sftp.close()
+        if ssh is not None:
+            ssh.close()
 
     # -- host keys -----------------------------------------------------------------------------
 
@@ -316,14 +319,32 @@ class SFTPTransport(BaseTransport):
         return bool(ssh.is_authenticated())
 
     def _resolve_root(self) -> str:
-        root = str(PurePosixPath(self.config.root))
+        """The root's real path, made with its parents when missing (like ``mkdir -p``).
+
+        Symlinks above and at the root are the administrator's and are followed; below
+        it, none is (see ``_ensure_dir``).
+        """
+        root = PurePosixPath(self.config.root)
         sftp = self._client()
         with self._map_errors(""):
-            if not root.startswith("/"):
-                root = str(PurePosixPath(sftp.normalize(".")) / root)
-            self._root = root
-            self._ensure_dir(root, create=True)
-        return root
+            if not root.is_absolute():
+                root = PurePosixPath(sftp.normalize(".")) / root
+            self._root = str(root)
+            missing: list[str] = []
+            for directory in (root, *root.parents):
+                try:
+                    attrs = sftp.stat(str(directory))
+                except FileNotFoundError:
+                    missing.append(str(directory))
+                    continue
+                if not st.S_ISDIR(attrs.st_mode or 0):
+                    raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(directory))
+                break
+            for path in reversed(missing):
+                sftp.mkdir(path, 0o755)
+            self._root = sftp.normalize(str(root))
+            self._dirs.add(self._root)
+        return self._root
 
     # -- primitives --------------------------------------------------------------------------
 
@@ -471,7 +492,7 @@ class SFTPTransport(BaseTransport):
     def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None:
         """Many files in flight: each one OPEN -> WRITEs, FSETSTAT, CLOSE -> RENAME."""
         self._require_open()
-        batch = _PutBatch(self, _Pipe(self._client()), on_done)
+        batch = _PutBatch(self, self._new_pipe(), on_done)
         with self._map_errors(""):  # a lost connection ends the whole batch
             for upload in uploads:
                 batch.wait_for_room()
@@ -487,7 +508,7 @@ class SFTPTransport(BaseTransport):
     def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None:
         """REMOVEs in flight together; a failure is retried alone for its exact error."""
         self._require_open()
-        pipe = _Pipe(self._client())
+        pipe = self._new_pipe()
         results: deque[tuple[str, Exception | None]] = deque()
 
         def report() -> None:
@@ -521,9 +542,17 @@ class SFTPTransport(BaseTransport):
     # -- helpers -----------------------------------------------------------------------------
 
     def _client(self) -> paramiko.SFTPClient:
+        """The SFTP client for a synchronous request; queued pipelined requests are sent
+        first, whole, so the two never interleave on the channel."""
         if self._sftp is None:
             raise ConnectError(f"server {self.server}: not connected", server=self.server)
+        if self._pipe is not None:
+            self._pipe.flush()
         return self._sftp
+
+    def _new_pipe(self) -> _Pipe:
+        self._pipe = _Pipe(self._client())
+        return self._pipe
 
     def _full(self, path: str, *, create: bool) -> str | None:
         """The remote path for ``path``; its parent directories checked (or made) first.
