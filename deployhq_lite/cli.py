@@ -115,7 +115,11 @@ def _engine() -> Iterator[Engine]:
 
 def _fail(exc: DeployHQLiteError) -> NoReturn:
     if _opts().json:
-        click.echo(json.dumps({"error": str(exc)}))
+        body = {"error": str(exc)}
+        code = getattr(exc, "code", None)
+        if isinstance(code, str):
+            body["error_code"] = code
+        click.echo(json.dumps(body))
     else:
         click.echo(f"error: {exc}", err=True)
     sys.exit(exc.exit_code)
@@ -359,6 +363,150 @@ def show_preview(project: str, deployment: str) -> None:
     """A preview deployment's status and the file changes it would make."""
     with _engine() as engine:
         _emit_preview(engine.get_preview(project, deployment))
+
+
+def user_option(fn: F) -> F:
+    return click.option(
+        "--user",
+        envvar="DEPLOYHQ_LITE_USER",
+        help="Who acts (a [users] name; default $DEPLOYHQ_LITE_USER).",
+    )(fn)
+
+
+def locale_option(fn: F) -> F:
+    return click.option(
+        "--locale",
+        "locales",
+        multiple=True,
+        help="A locale of the environment (repeatable; default: all of them).",
+    )(fn)
+
+
+@cli.group()
+@common_options
+def entries() -> None:
+    """Documents of a stack (entries and assets) and their publish state."""
+
+
+@entries.command("list")
+@click.argument("stack")
+@common_options
+def list_entries(stack: str) -> None:
+    """Every document of STACK with its kind and latest version."""
+    with _engine() as engine:
+        catalog = engine.catalog(stack)
+        rows = [
+            {
+                "uid": doc.uid,
+                "kind": doc.kind,
+                "content_type": doc.content_type,
+                "latest_version": doc.latest,
+                "deleted": doc.versions[-1].path is None,
+            }
+            for doc in sorted(catalog.documents.values(), key=lambda d: d.uid)
+        ]
+        if _opts().json:
+            _print_json(rows)
+            return
+        for row in rows:
+            gone = " (deleted)" if row["deleted"] else ""
+            click.echo(f"{row['uid']:<32}{row['kind']:<7}v{row['latest_version']}{gone}")
+
+
+def _publish_command(
+    stack: str,
+    uid: str,
+    environment: str,
+    locales: tuple[str, ...],
+    user: str | None,
+    **how: Any,
+) -> None:
+    with _engine() as engine:
+        result = engine.publish_entry(
+            stack, uid, environment=environment, user=user, locales=list(locales), **how
+        )
+        if _opts().json:
+            _print_json(result.to_json())
+            return
+        for item in result.items:
+            version = f" v{item.version}" if item.version else ""
+            click.echo(f"{item.result:<12}{item.uid}{version} [{item.locale}]")
+
+
+@entries.command("publish")
+@click.argument("stack")
+@click.argument("uid")
+@click.option("--environment", required=True, help="The environment to publish to.")
+@locale_option
+@click.option("--version", "version", type=click.IntRange(min=1), help="Default: latest.")
+@user_option
+@common_options
+def publish_entry(
+    stack: str,
+    uid: str,
+    environment: str,
+    locales: tuple[str, ...],
+    version: int | None,
+    user: str | None,
+) -> None:
+    """Publish one document (a version, default the latest) in an environment."""
+    _publish_command(stack, uid, environment, locales, user, version=version)
+
+
+@entries.command("unpublish")
+@click.argument("stack")
+@click.argument("uid")
+@click.option("--environment", required=True, help="The environment to unpublish from.")
+@locale_option
+@user_option
+@common_options
+def unpublish_entry(
+    stack: str, uid: str, environment: str, locales: tuple[str, ...], user: str | None
+) -> None:
+    """Unpublish one document from an environment."""
+    _publish_command(stack, uid, environment, locales, user, unpublish=True)
+
+
+@entries.command("rollback")
+@click.argument("stack")
+@click.argument("uid")
+@click.option("--environment", required=True, help="The environment.")
+@locale_option
+@click.option("--to-version", "to_version", type=click.IntRange(min=1), required=True)
+@user_option
+@common_options
+def rollback_entry(
+    stack: str,
+    uid: str,
+    environment: str,
+    locales: tuple[str, ...],
+    to_version: int,
+    user: str | None,
+) -> None:
+    """Republish a version of one document that was published there before."""
+    _publish_command(stack, uid, environment, locales, user, rollback_to=to_version)
+
+
+@cli.group()
+@common_options
+def environments() -> None:
+    """Environments of a stack and what they publish."""
+
+
+@environments.command("show")
+@click.argument("stack")
+@click.argument("environment")
+@click.option("--locale", help="The locale (default: the environment's first).")
+@common_options
+def show_environment(stack: str, environment: str, locale: str | None) -> None:
+    """The documents published in ENVIRONMENT: uid and version."""
+    with _engine() as engine:
+        state = engine.published(stack, environment, locale)
+        if _opts().json:
+            _print_json(state)
+            return
+        for uid, version in state.items():
+            click.echo(f"{uid:<32}v{version}")
 
 
 @cli.group()

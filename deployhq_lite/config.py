@@ -8,10 +8,11 @@ Relative paths (``state_dir``, ``repository``, ``root``) are relative to the fil
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,7 @@ from .errors import ConfigError, UnknownNameError
 ENV_PREFIX = "DEPLOYHQ_LITE_"
 DEFAULT_CONFIG_NAME = "deployhq-lite.toml"
 _NAMESPACE = uuid.UUID("6f2b8c1e-4d0a-5b7e-9c3f-1a2b3c4d5e6f")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class _Model(BaseModel):
@@ -75,6 +77,46 @@ class ProjectConfig(_Model):
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
 
+class UserConfig(_Model):
+    """Someone acting on stacks: ``admin`` may do everything, others deploy only to
+    ``environments``."""
+
+    role: str = "editor"
+    environments: list[str] = Field(default_factory=list)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class EnvironmentConfig(ServerConfig):
+    """A stack's environment: its locales and its delivery target (a server's keys)."""
+
+    locales: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _locales_are_names(self) -> EnvironmentConfig:
+        for locale in self.locales:
+            if not _NAME.fullmatch(locale):
+                raise ValueError(f"locale {locale!r} must be letters, digits, '-' or '_'")
+        if len(set(self.locales)) != len(self.locales):
+            raise ValueError("locales are listed twice")
+        return self
+
+
+class StackConfig(_Model):
+    """A content stack: documents in a git repository, published to environments."""
+
+    name: str = ""
+    repository: Path
+    branch: str = "main"
+    environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+
+
+# Deployments to a stack's environment are recorded under this "project" name.
+STACK_PREFIX = "stack:"
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -87,7 +129,16 @@ class Settings(BaseSettings):
 
     state_dir: Path = Path(".deployhq-lite")
     projects: dict[str, ProjectConfig] = Field(default_factory=dict)
+    stacks: dict[str, StackConfig] = Field(default_factory=dict)
+    users: dict[str, UserConfig] = Field(default_factory=dict)
     _config_path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _names_are_plain(self) -> Settings:
+        for key in self.projects:
+            if key.startswith(STACK_PREFIX):
+                raise ValueError(f"project {key!r}: names starting {STACK_PREFIX!r} are reserved")
+        return self
 
     @property
     def config_path(self) -> Path | None:
@@ -122,8 +173,42 @@ class Settings(BaseSettings):
             ) from None
 
     def find_server(self, project: str, server: str) -> ServerConfig | None:
+        if project.startswith(STACK_PREFIX):
+            stack = self.stacks.get(project.removeprefix(STACK_PREFIX))
+            return stack.environments.get(server) if stack else None
         found = self.projects.get(project)
         return found.servers.get(server) if found else None
+
+    def get_target(self, project: str, server: str) -> tuple[str, ServerConfig]:
+        """The display name and the server of a project's server or a stack's
+        environment (``project`` is then ``stack:<key>``)."""
+        if project.startswith(STACK_PREFIX):
+            key = project.removeprefix(STACK_PREFIX)
+            return self.get_stack(key).name, self.get_environment(key, server)
+        return self.get_project(project).name, self.get_server(project, server)
+
+    def get_stack(self, key: str) -> StackConfig:
+        try:
+            return self.stacks[key]
+        except KeyError:
+            raise UnknownNameError("stack", key, self.stacks) from None
+
+    def get_environment(self, stack: str, environment: str) -> EnvironmentConfig:
+        environments = self.get_stack(stack).environments
+        try:
+            return environments[environment]
+        except KeyError:
+            raise UnknownNameError(
+                "environment", environment, environments, scope=f"stack {stack!r}"
+            ) from None
+
+    def get_user(self, name: str | None) -> tuple[str, UserConfig]:
+        if not name:
+            raise ConfigError(f"say who you are: --user NAME or {ENV_PREFIX}USER")
+        try:
+            return name, self.users[name]
+        except KeyError:
+            raise UnknownNameError("user", name, self.users) from None
 
 
 def project_identifier(permalink: str) -> str:
@@ -190,7 +275,10 @@ def _describe(exc: ValidationError, has_env: bool) -> str:
     return text
 
 
-def _resolve_server(server: ServerConfig, key: str, absolute: Any) -> ServerConfig:
+_S = TypeVar("_S", bound=ServerConfig)
+
+
+def _resolve_server(server: _S, key: str, absolute: Any) -> _S:
     """Local paths become absolute (relative to the config file); a remote root stays."""
     update: dict[str, Any] = {"name": server.name or key}
     if server.protocol_type == "local":
@@ -220,8 +308,25 @@ def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> 
         )
         for key, project in settings.projects.items()
     }
+    stacks = {
+        key: stack.model_copy(
+            update={
+                "name": stack.name or key,
+                "repository": absolute(stack.repository),
+                "environments": {
+                    ekey: _resolve_server(env, ekey, absolute)
+                    for ekey, env in stack.environments.items()
+                },
+            }
+        )
+        for key, stack in settings.stacks.items()
+    }
     resolved = settings.model_copy(
-        update={"state_dir": absolute(settings.state_dir), "projects": projects}
+        update={
+            "state_dir": absolute(settings.state_dir),
+            "projects": projects,
+            "stacks": stacks,
+        }
     )
     resolved._config_path = config_path
     return resolved

@@ -65,7 +65,7 @@ def create_deployment(
     engine.settings.get_server(project, server)
     repo = engine.source(project)
     end_revision = repo.resolve(revision or config.branch)
-    return _new(
+    return new_deployment(
         engine,
         project,
         server,
@@ -88,7 +88,7 @@ def create_rollback(
     """Record a rollback to deployment ``identifier`` after checking DeployHQ's rules."""
     target = engine.get_deployment(project, identifier)
     end_tree = check_rollback(engine, target)
-    return _new(
+    return new_deployment(
         engine,
         project,
         target.server,
@@ -122,7 +122,7 @@ def check_rollback(engine: Engine, target: Deployment) -> str:
     return tree
 
 
-def _new(
+def new_deployment(
     engine: Engine,
     project: str,
     server: str,
@@ -135,14 +135,12 @@ def _new(
     copy_config_files: bool = True,
     run_build_commands: bool = True,
 ) -> Deployment:
-    settings = engine.settings
-    project_config = settings.get_project(project)
-    server_config = settings.get_server(project, server)
+    project_name, server_config = engine.settings.get_target(project, server)
     latest = engine.history.find_latest_completed(project, server)
     deployment = Deployment(
         identifier=str(uuid.uuid4()),
         project=project,
-        project_name=project_config.name,
+        project_name=project_name,
         server=server,
         server_name=server_config.name,
         server_identifier=engine.server_identifier(project, server),

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from . import config as config_module
 from .errors import ConfigError, RepositoryError, UnknownNameError
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from . import git
     from .config import Settings
     from .deployments import ProgressCallback
+    from .documents import Catalog
+    from .releases import PublishResult
     from .store import History, SnapshotStore
     from .transports import Transport
 
@@ -48,6 +50,7 @@ class Engine:
         for event, fns in (hooks or {}).items():
             self._hooks[event] = [fns] if callable(fns) else list(fns)
         self._sources: dict[str, git.Repository] = {}
+        self._catalogs: dict[str, Catalog] = {}
 
     def __enter__(self) -> Self:
         return self
@@ -100,23 +103,82 @@ class Engine:
         if project not in self._sources:
             from . import git
 
-            path = self.settings.get_project(project).repository
+            if project.startswith(config_module.STACK_PREFIX):
+                key = project.removeprefix(config_module.STACK_PREFIX)
+                path, section = self.settings.get_stack(key).repository, f"stacks.{key}"
+            else:
+                path, section = self.settings.get_project(project).repository, f"projects.{project}"
             try:
                 repo = git.Repository(path)
             except RepositoryError:
                 where = self.settings.config_path or "config"
                 raise ConfigError(
-                    f"{where}: projects.{project}.repository: {path} is not a git repository"
+                    f"{where}: {section}.repository: {path} is not a git repository"
                 ) from None
             self.snapshots.attach(repo)
             self._sources[project] = repo
         return self._sources[project]
 
+    def catalog(self, stack: str) -> Catalog:
+        """The stack's documents at its branch head (read again when the head moves)."""
+        from .documents import Catalog
+
+        repo = self.source(config_module.STACK_PREFIX + stack)
+        head = repo.resolve(self.settings.get_stack(stack).branch)
+        cached = self._catalogs.get(stack)
+        if cached is None or cached.head != head:
+            cached = self._catalogs[stack] = Catalog(repo, head)
+        return cached
+
+    def publish_entry(
+        self,
+        stack: str,
+        uid: str,
+        *,
+        environment: str,
+        user: str | None,
+        locales: list[str] | None = None,
+        version: int | None = None,
+        unpublish: bool = False,
+        rollback_to: int | None = None,
+    ) -> PublishResult:
+        """Publish (``version``, default latest), unpublish, or roll back to a version
+        published before, one document in an environment's locales (default all)."""
+        from .releases import entry_change
+
+        name = user or os.environ.get(f"{config_module.ENV_PREFIX}USER")
+        self.settings.get_user(name)
+        assert name is not None
+        target: int | Literal["latest"] | None = (
+            None if unpublish else rollback_to or version or "latest"
+        )
+        return entry_change(
+            self,
+            stack,
+            uid,
+            environment=environment,
+            locales=list(locales or []),
+            version=target,
+            user=name,
+            rollback=rollback_to is not None,
+        )
+
+    def published(self, stack: str, environment: str, locale: str | None = None) -> dict[str, int]:
+        """uid -> published version in one locale (default: the environment's first)."""
+        from .releases import locales_of, published_versions
+
+        wanted = locales_of(self, stack, environment, [locale] if locale else [])[0]
+        return {
+            uid: version
+            for (loc, uid), version in sorted(published_versions(self, stack, environment).items())
+            if loc == wanted
+        }
+
     def transport(self, project: str, server: str) -> Transport:
         from .transports import open_transport
 
         return open_transport(
-            self.settings.get_server(project, server), label=f"{project}/{server}"
+            self.settings.get_target(project, server)[1], label=f"{project}/{server}"
         )
 
     def server_identifier(self, project: str, server: str) -> str:

@@ -12,7 +12,8 @@
     │   ├── DeploymentLockedError
     │   ├── MarkerMismatchError
     │   ├── RollbackNotAllowedError              exact DeployHQ messages
-    │   └── ReleaseRollbackNotAllowedError
+    │   └── ReleaseRefusedError                  carries an error ``code``
+    │       └── ReleaseRollbackNotAllowedError
     ├── DeploymentError                          started and did not finish
     ├── TransportError                           carries ``server`` and ``path``
     │   ├── ConnectError
@@ -107,7 +108,16 @@ class RollbackNotAllowedError(RefusedError):
     """Messages are DeployHQ's, exactly (see ``deployments.ROLLBACK_*``)."""
 
 
-class ReleaseRollbackNotAllowedError(RefusedError):
+class ReleaseRefusedError(RefusedError):
+    """A release/entry rule refused the request; ``code`` is its stable error code
+    (``release_not_deployed``, ``forbidden``, ``release_locked``, ``not_found``...)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ReleaseRollbackNotAllowedError(ReleaseRefusedError):
     pass
 
 

@@ -127,6 +127,24 @@ class Repository:
                 o, n = d.old_file, d.new_file
                 yield (n.path, str(o.id), o.mode, str(n.id), n.mode)
 
+    def first_parent_history(self, revision: str) -> list[tuple[str, str, list[str]]]:
+        """``(commit, tree, changed paths)`` along first parents, oldest first."""
+        try:
+            commit = self._repo[revision].peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError):
+            raise RevisionNotFoundError(revision, self.path) from None
+        chain = [commit]
+        while commit.parents:
+            commit = commit.parents[0]
+            chain.append(commit)
+        out: list[tuple[str, str, list[str]]] = []
+        previous: str | None = None
+        for commit in reversed(chain):
+            tree = str(commit.tree_id)
+            out.append((str(commit.id), tree, [d[0] for d in self.diff_trees(previous, tree)]))
+            previous = tree
+        return out
+
     def walk_tree(self, tree: str) -> Iterator[tuple[str, RawEntry]]:
         """Every non-tree entry below ``tree``, with its path."""
         stack: list[tuple[str, Any]] = [("", self._tree(tree))]
@@ -147,6 +165,14 @@ class Repository:
         if item.filemode == MODE_TREE:
             return None
         return RawEntry(str(item.id), item.filemode)
+
+    def has_path(self, tree: str, path: str) -> bool:
+        """Whether ``path`` (a file, symlink or directory) is in ``tree``."""
+        try:
+            self._tree(tree)[path]
+        except (KeyError, ValueError):
+            return False
+        return True
 
     def build_tree(self, entries: Iterable[tuple[str, RawEntry]]) -> str:
         """Write a tree (and its subtrees) from ``path -> entry`` pairs; return its id."""

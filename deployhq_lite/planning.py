@@ -123,10 +123,11 @@ def settle(the_plan: Plan, transport: Transport) -> Plan:
     prune: list[str] = []
     for path in sorted(the_plan.uncertain):
         target = the_plan.end.get(path)
+        under_symlink = False
         try:
             found = transport.stat(path)
         except PathOutsideRootError:  # under a symlink, which is uncertain too
-            found = None
+            found, under_symlink = None, True
         if found is not None and found.kind == "dir":
             prune.append(path)  # its tracked children are uncertain paths as well
             found = None
@@ -135,7 +136,7 @@ def settle(the_plan: Plan, transport: Transport) -> Plan:
             settled.append(FileChange(kind, path, None, target))
         elif found is not None:
             settled.append(FileChange(ChangeKind.DELETED, path, None, None))
-        else:  # already gone: the failed run may have left its directories empty
+        elif not under_symlink:  # already gone: the failed run may have emptied its parents
             prune.extend(_parents(path))
     return Plan(
         the_plan.start,

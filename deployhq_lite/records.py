@@ -140,3 +140,79 @@ class Preview:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.deployment.to_json(), "changes": [c.to_json() for c in self.changes]}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishEvent:
+    """One document published (``version``) or unpublished (None) in an environment's
+    locale, by a stack deployment; it counts once that deployment completed."""
+
+    stack: str
+    environment: str
+    locale: str
+    uid: str
+    version: int | None
+    user: str
+    origin: str  # "entry", "release" or "rollback"
+    release: str | None = None
+    created_at: str = field(default_factory=utcnow)
+    seq: int = 0
+    deployment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseItem:
+    """A document in a release: its version (resolved when added), the locales it
+    applies to (empty: every locale the release is deployed to) and the action."""
+
+    uid: str
+    version: int | None  # None for an unpublish item
+    action: str = "publish"  # or "unpublish"
+    locales: tuple[str, ...] = ()
+    reference: bool = False  # came in through another item's _references
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "version": self.version,
+            "action": self.action,
+            "locales": list(self.locales),
+            "reference": self.reference,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    uid: str
+    stack: str
+    name: str
+    creator: str
+    kind: str = "release"  # or "rollback": system-made, read-only
+    rollback_of: str | None = None
+    created_at: str = field(default_factory=utcnow)
+    scheduled_at: str | None = None
+    schedule: str | None = None  # JSON: environment, locales, user of the scheduled deploy
+    schedule_status: str | None = None  # "pending", "done", "failed"
+    deleted_at: str | None = None
+    items: tuple[ReleaseItem, ...] = ()
+    deployed: bool = False  # a deploy of it completed (by anyone)
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.kind == "rollback"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "stack": self.stack,
+            "name": self.name,
+            "creator": self.creator,
+            "kind": self.kind,
+            "rollback_of": self.rollback_of,
+            "read_only": self.is_rollback,
+            "created_at": self.created_at,
+            "scheduled_at": self.scheduled_at,
+            "schedule_status": self.schedule_status,
+            "deployed": self.deployed,
+            "items": [item.to_json() for item in self.items],
+        }

@@ -9,6 +9,7 @@ The only module that writes SQL. Both live in the state directory::
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,9 +19,18 @@ from typing import Any
 from . import git
 from .changeset import Changeset
 from .errors import StoreError
-from .records import Deployment, DeploymentMode, DeploymentStatus, FileOutcome, OutcomeStatus
+from .records import (
+    Deployment,
+    DeploymentMode,
+    DeploymentStatus,
+    FileOutcome,
+    OutcomeStatus,
+    PublishEvent,
+    Release,
+    ReleaseItem,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: stacks (publish events, releases)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -58,6 +68,62 @@ CREATE TABLE IF NOT EXISTS file_outcomes (
     error TEXT,
     PRIMARY KEY (deployment, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS publish_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    stack TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    locale TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    version INTEGER,
+    deployment TEXT NOT NULL REFERENCES deployments (identifier),
+    user TEXT NOT NULL,
+    release TEXT,
+    origin TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS publish_events_by_target
+    ON publish_events (stack, environment, locale, uid, seq);
+CREATE TABLE IF NOT EXISTS releases (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT NOT NULL UNIQUE,
+    stack TEXT NOT NULL,
+    name TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    rollback_of TEXT,
+    created_at TEXT NOT NULL,
+    scheduled_at TEXT,
+    schedule TEXT,
+    schedule_status TEXT,
+    deleted_at TEXT
+);
+CREATE TABLE IF NOT EXISTS release_items (
+    release TEXT NOT NULL REFERENCES releases (uid),
+    seq INTEGER NOT NULL,
+    uid TEXT NOT NULL,
+    version INTEGER,
+    action TEXT NOT NULL,
+    locales TEXT NOT NULL,
+    reference INTEGER NOT NULL,
+    PRIMARY KEY (release, uid)
+);
+CREATE TABLE IF NOT EXISTS release_deploys (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    release TEXT NOT NULL REFERENCES releases (uid),
+    user TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    deployment TEXT NOT NULL REFERENCES deployments (identifier)
+);
+CREATE TABLE IF NOT EXISTS release_captures (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    release TEXT NOT NULL,
+    user TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    locale TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    before_version INTEGER,
+    deployment TEXT NOT NULL REFERENCES deployments (identifier)
+);
 CREATE TABLE IF NOT EXISTS locks (
     server_key TEXT PRIMARY KEY,
     deployment TEXT NOT NULL,
@@ -176,6 +242,60 @@ class History:
         ).fetchall()
         return [_from_row(row) for row in rows]
 
+    # -- publish events (stacks) ---------------------------------------------------------
+
+    def add_publish_events(self, deployment: str, events: Sequence[PublishEvent]) -> None:
+        """Events a stack deployment makes; they count once the deployment completed."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO publish_events (stack, environment, locale, uid, version, "
+                "deployment, user, release, origin, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        e.stack,
+                        e.environment,
+                        e.locale,
+                        e.uid,
+                        e.version,
+                        deployment,
+                        e.user,
+                        e.release,
+                        e.origin,
+                        e.created_at,
+                    )
+                    for e in events
+                ),
+            )
+
+    def published(self, stack: str, environment: str) -> dict[tuple[str, str], PublishEvent]:
+        """The latest completed event per (locale, uid): what the environment publishes
+        (an event with version None is an unpublish)."""
+        rows = self._db.execute(
+            "SELECT e.* FROM publish_events e JOIN deployments d "
+            "ON d.identifier = e.deployment AND d.status = ? "
+            "WHERE e.stack = ? AND e.environment = ? ORDER BY e.seq",
+            (DeploymentStatus.COMPLETED.value, stack, environment),
+        ).fetchall()
+        latest: dict[tuple[str, str], PublishEvent] = {}
+        for row in rows:
+            event = _event(row)
+            latest[(event.locale, event.uid)] = event
+        return latest
+
+    def published_versions_of(
+        self, stack: str, environment: str, locale: str, uid: str
+    ) -> list[int]:
+        """Every version of a document ever published (and completed) in a locale."""
+        rows = self._db.execute(
+            "SELECT DISTINCT e.version FROM publish_events e JOIN deployments d "
+            "ON d.identifier = e.deployment AND d.status = ? WHERE e.stack = ? "
+            "AND e.environment = ? AND e.locale = ? AND e.uid = ? AND e.version IS NOT NULL "
+            "ORDER BY e.version",
+            (DeploymentStatus.COMPLETED.value, stack, environment, locale, uid),
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
     # -- file outcomes -----------------------------------------------------------------
 
     def record_changes(
@@ -291,3 +411,179 @@ class SnapshotStore:
     def close(self) -> None:
         self.repo.close()
         self._own.close()
+
+
+def _event(row: sqlite3.Row) -> PublishEvent:
+    return PublishEvent(
+        stack=row["stack"],
+        environment=row["environment"],
+        locale=row["locale"],
+        uid=row["uid"],
+        version=row["version"],
+        user=row["user"],
+        release=row["release"],
+        origin=row["origin"],
+        created_at=row["created_at"],
+        seq=row["seq"],
+        deployment=row["deployment"],
+    )
+
+
+class ReleaseStore:
+    """Releases, their items, deploys and captures (in the history database).
+
+    A deploy or capture counts once its deployment completed, like publish events."""
+
+    def __init__(self, history: History) -> None:
+        self._h = history
+        self._db = history._db
+
+    def add(self, release: Release) -> Release:
+        with self._h._transaction() as db:
+            db.execute(
+                "INSERT INTO releases (uid, stack, name, creator, kind, rollback_of, "
+                "created_at, scheduled_at, schedule, schedule_status, deleted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    release.uid,
+                    release.stack,
+                    release.name,
+                    release.creator,
+                    release.kind,
+                    release.rollback_of,
+                    release.created_at,
+                    release.scheduled_at,
+                    release.schedule,
+                    release.schedule_status,
+                    release.deleted_at,
+                ),
+            )
+            self._write_items(db, release.uid, release.items)
+        return release
+
+    def set_items(self, uid: str, items: Sequence[ReleaseItem]) -> None:
+        with self._h._transaction() as db:
+            db.execute("DELETE FROM release_items WHERE release = ?", (uid,))
+            self._write_items(db, uid, items)
+
+    def update(self, uid: str, **changes: Any) -> None:
+        allowed = {"scheduled_at", "schedule", "schedule_status", "deleted_at"}
+        if not changes.keys() <= allowed:
+            raise ValueError(f"cannot change {sorted(changes.keys() - allowed)}")
+        sets = ", ".join(f"{name} = ?" for name in changes)
+        with self._h._transaction() as db:
+            db.execute(
+                f"UPDATE releases SET {sets} WHERE uid = ?",  # noqa: S608 - fixed names
+                [*changes.values(), uid],
+            )
+
+    def find(self, uid: str) -> Release | None:
+        row = self._db.execute("SELECT * FROM releases WHERE uid = ?", (uid,)).fetchone()
+        return None if row is None else self._release(row)
+
+    def query(self, stack: str, *, deleted: bool = False) -> list[Release]:
+        sql = "SELECT * FROM releases WHERE stack = ?"
+        if not deleted:
+            sql += " AND deleted_at IS NULL"
+        rows = self._db.execute(sql + " ORDER BY seq", (stack,)).fetchall()
+        return [self._release(row) for row in rows]
+
+    def rollbacks_of(self, original: str, user: str) -> list[Release]:
+        rows = self._db.execute(
+            "SELECT * FROM releases WHERE rollback_of = ? AND creator = ? ORDER BY seq",
+            (original, user),
+        ).fetchall()
+        return [self._release(row) for row in rows]
+
+    def due(self, now: str) -> list[Release]:
+        rows = self._db.execute(
+            "SELECT * FROM releases WHERE schedule_status = 'pending' AND scheduled_at <= ? "
+            "AND deleted_at IS NULL ORDER BY scheduled_at, seq",
+            (now,),
+        ).fetchall()
+        return [self._release(row) for row in rows]
+
+    def record_deploy(
+        self,
+        release: str,
+        user: str,
+        environment: str,
+        deployment: str,
+        captures: Sequence[tuple[str, str, int | None]],
+    ) -> None:
+        """A deploy of a release and the state it found, per (locale, uid) -> version."""
+        with self._h._transaction() as db:
+            db.execute(
+                "INSERT INTO release_deploys (release, user, environment, deployment) "
+                "VALUES (?, ?, ?, ?)",
+                (release, user, environment, deployment),
+            )
+            db.executemany(
+                "INSERT INTO release_captures (release, user, environment, locale, uid, "
+                "before_version, deployment) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (release, user, environment, locale, uid, version, deployment)
+                    for locale, uid, version in captures
+                ),
+            )
+
+    def completed_deploys(
+        self, release: str, user: str | None = None, since: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(user, environment, completed_at) of the release's completed deploys."""
+        sql = (
+            "SELECT r.user, r.environment, d.completed_at FROM release_deploys r "
+            "JOIN deployments d ON d.identifier = r.deployment AND d.status = ? "
+            "WHERE r.release = ?"
+        )
+        args: list[Any] = [DeploymentStatus.COMPLETED.value, release]
+        if user is not None:
+            sql += " AND r.user = ?"
+            args.append(user)
+        if since is not None:
+            sql += " AND d.completed_at > ?"
+            args.append(since)
+        rows = self._db.execute(sql + " ORDER BY r.seq", args).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def captures(
+        self, release: str, user: str, environment: str
+    ) -> dict[tuple[str, str], int | None]:
+        """The first completed capture per (locale, uid): the state before the first
+        deploy of the release by ``user`` in ``environment``."""
+        rows = self._db.execute(
+            "SELECT c.locale, c.uid, c.before_version FROM release_captures c "
+            "JOIN deployments d ON d.identifier = c.deployment AND d.status = ? "
+            "WHERE c.release = ? AND c.user = ? AND c.environment = ? ORDER BY c.seq",
+            (DeploymentStatus.COMPLETED.value, release, user, environment),
+        ).fetchall()
+        out: dict[tuple[str, str], int | None] = {}
+        for locale, uid, version in rows:
+            out.setdefault((locale, uid), version)
+        return out
+
+    @staticmethod
+    def _write_items(db: sqlite3.Connection, uid: str, items: Sequence[ReleaseItem]) -> None:
+        db.executemany(
+            "INSERT INTO release_items VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (uid, i, it.uid, it.version, it.action, json.dumps(it.locales), int(it.reference))
+                for i, it in enumerate(items)
+            ),
+        )
+
+    def _release(self, row: sqlite3.Row) -> Release:
+        items = tuple(
+            ReleaseItem(
+                uid=r["uid"],
+                version=r["version"],
+                action=r["action"],
+                locales=tuple(json.loads(r["locales"])),
+                reference=bool(r["reference"]),
+            )
+            for r in self._db.execute(
+                "SELECT * FROM release_items WHERE release = ? ORDER BY seq", (row["uid"],)
+            )
+        )
+        fields = {k: row[k] for k in row.keys() if k != "seq"}  # noqa: SIM118 - sqlite3.Row
+        return Release(**fields, items=items, deployed=bool(self.completed_deploys(row["uid"])))
