@@ -3,6 +3,9 @@
 PYTHON ?= .venv/bin/python
 BENCH_ARGS ?=
 
-.PHONY: bench
+.PHONY: bench bench-transfer
 bench:
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+bench-transfer:
+	$(PYTHON) benchmarks/transfer_bench.py $(BENCH_ARGS)
