@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import deploy, preview, rollback
+from .api import deploy, deploy_release, preview, rollback, rollback_release
 from .errors import (
     AuthenticationError,
     ConfigError,
@@ -21,6 +21,7 @@ from .errors import (
     MarkerMismatchError,
     PathOutsideRootError,
     RefusedError,
+    ReleaseRefusedError,
     ReleaseRollbackNotAllowedError,
     RemotePathError,
     RepositoryError,
@@ -40,6 +41,8 @@ from .records import (
     HookEvent,
     OutcomeStatus,
     Preview,
+    Release,
+    ReleaseItem,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +70,9 @@ __all__ = [
     "PathOutsideRootError",
     "Preview",
     "RefusedError",
+    "Release",
+    "ReleaseItem",
+    "ReleaseRefusedError",
     "ReleaseRollbackNotAllowedError",
     "RemotePathError",
     "RepositoryError",
@@ -80,9 +86,11 @@ __all__ = [
     "UnsafePathError",
     "__version__",
     "deploy",
+    "deploy_release",
     "load_settings",
     "preview",
     "rollback",
+    "rollback_release",
 ]
 
 _LAZY = {"Engine": "engine", "Settings": "config", "load_settings": "config"}

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .records import Deployment, DeploymentMode, Preview
+from .records import Deployment, DeploymentMode, Preview, Release
 
 if TYPE_CHECKING:
     from .config import Settings
     from .engine import Hooks
+    from .releases import PublishResult
 
 
 def _engine(config: Settings | str | os.PathLike[str] | None, hooks: Hooks | None) -> Engine:
@@ -85,3 +86,39 @@ def rollback(
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+
+def deploy_release(
+    stack: str,
+    release: str,
+    *,
+    environment: str,
+    user: str | None = None,
+    locales: list[str] | None = None,
+    schedule_at: str | None = None,
+    config: Settings | str | os.PathLike[str] | None = None,
+    hooks: Hooks | None = None,
+) -> PublishResult | Release:
+    """Deploy a release of ``stack`` to ``environment`` (or schedule it); a rollback
+    release restores what the original found where nothing changed since."""
+    with _engine(config, hooks) as engine:
+        return engine.deploy_release(
+            stack,
+            release,
+            environment=environment,
+            user=user,
+            locales=locales,
+            schedule_at=schedule_at,
+        )
+
+
+def rollback_release(
+    stack: str,
+    release: str,
+    *,
+    user: str | None = None,
+    config: Settings | str | os.PathLike[str] | None = None,
+) -> Release:
+    """Create (or return) ``user``'s rollback release of a deployed release."""
+    with _engine(config, None) as engine:
+        return engine.rollback_release(stack, release, user=user)

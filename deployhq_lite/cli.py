@@ -15,7 +15,14 @@ import click
 
 from . import log
 from .errors import DeployHQLiteError
-from .records import Deployment, DeploymentMode, DeploymentStatus, FileOutcome, Preview
+from .records import (
+    Deployment,
+    DeploymentMode,
+    DeploymentStatus,
+    FileOutcome,
+    Preview,
+    Release,
+)
 
 if TYPE_CHECKING:
     from .deployments import ProgressCallback
@@ -507,6 +514,203 @@ def show_environment(stack: str, environment: str, locale: str | None) -> None:
             return
         for uid, version in state.items():
             click.echo(f"{uid:<32}v{version}")
+
+
+@cli.group()
+@common_options
+def releases() -> None:
+    """Releases of a stack: items deployed together, and rollback releases."""
+
+
+def _emit_release(release: Release) -> None:
+    if _opts().json:
+        _print_json(release.to_json())
+        return
+    kind = f" (rollback of {release.rollback_of})" if release.is_rollback else ""
+    click.echo(f"{release.uid}  {release.name}{kind}")
+    click.echo(f"  creator {release.creator}, deployed: {'yes' if release.deployed else 'no'}")
+    if release.scheduled_at:
+        click.echo(f"  scheduled at {release.scheduled_at} ({release.schedule_status})")
+    for item in release.items:
+        ref = " (reference)" if item.reference else ""
+        where = f" [{', '.join(item.locales)}]" if item.locales else ""
+        version = f" v{item.version}" if item.version else ""
+        click.echo(f"    {item.action:<10}{item.uid}{version}{where}{ref}")
+
+
+@releases.command("create")
+@click.argument("stack")
+@click.argument("name")
+@user_option
+@common_options
+def create_release(stack: str, name: str, user: str | None) -> None:
+    """Create an empty release; prints its uid."""
+    from .releases import create_release as create
+
+    with _engine() as engine:
+        release = create(engine, stack, name, user)
+        if _opts().json:
+            _print_json(release.to_json())
+        else:
+            click.echo(release.uid)
+
+
+@releases.command("add-item")
+@click.argument("stack")
+@click.argument("release")
+@click.argument("uid")
+@click.option("--version", type=click.IntRange(min=1), help="Default: the latest, now.")
+@locale_option
+@click.option("--action", type=click.Choice(["publish", "unpublish"]), default="publish")
+@click.option("--with-references", is_flag=True, help="Add referenced documents too.")
+@user_option
+@common_options
+def add_release_item(
+    stack: str,
+    release: str,
+    uid: str,
+    version: int | None,
+    locales: tuple[str, ...],
+    action: str,
+    with_references: bool,
+    user: str | None,
+) -> None:
+    """Add a document to a release (not once it was deployed)."""
+    from .releases import add_item
+
+    with _engine() as engine:
+        _emit_release(
+            add_item(
+                engine,
+                stack,
+                release,
+                uid,
+                user=user,
+                version=version,
+                locales=list(locales),
+                action=action,
+                with_references=with_references,
+            )
+        )
+
+
+@releases.command("deploy")
+@click.argument("stack")
+@click.argument("release")
+@click.option("--environment", required=True, help="The environment to deploy to.")
+@locale_option
+@click.option("--schedule-at", help="Deploy later (ISO 8601), by `deployhq-lite worker`.")
+@user_option
+@common_options
+def deploy_release(
+    stack: str,
+    release: str,
+    environment: str,
+    locales: tuple[str, ...],
+    schedule_at: str | None,
+    user: str | None,
+) -> None:
+    """Deploy a release (a rollback release restores what was published before)."""
+    with _engine() as engine:
+        result = engine.deploy_release(
+            stack,
+            release,
+            environment=environment,
+            user=user,
+            locales=list(locales),
+            schedule_at=schedule_at,
+        )
+        if isinstance(result, Release):
+            _emit_release(result)
+            return
+        if _opts().json:
+            _print_json(result.to_json())
+            return
+        for item in result.items:
+            why = f"  ({item.reason})" if item.reason else ""
+            click.echo(f"{item.result:<12}{item.uid} [{item.locale}]{why}")
+
+
+@releases.command("rollback")
+@click.argument("stack")
+@click.argument("release")
+@user_option
+@common_options
+def rollback_release(stack: str, release: str, user: str | None) -> None:
+    """Create (or show) your rollback release of a deployed release."""
+    with _engine() as engine:
+        _emit_release(engine.rollback_release(stack, release, user=user))
+
+
+@releases.command("list")
+@click.argument("stack")
+@user_option
+@common_options
+def list_releases(stack: str, user: str | None) -> None:
+    """Releases you may see (rollback releases: your own; all for an admin)."""
+    from .releases import list_releases as query
+
+    with _engine() as engine:
+        found = query(engine, stack, user)
+        if _opts().json:
+            _print_json([r.to_json() for r in found])
+            return
+        for r in found:
+            kind = "rollback" if r.is_rollback else "release"
+            click.echo(f"{r.uid}  {kind:<9}{r.creator:<12}{r.name}")
+
+
+@releases.command("show")
+@click.argument("stack")
+@click.argument("release")
+@user_option
+@common_options
+def show_release(stack: str, release: str, user: str | None) -> None:
+    """One release and its items."""
+    from .releases import get_release
+
+    with _engine() as engine:
+        _emit_release(get_release(engine, stack, release, user))
+
+
+@releases.command("delete")
+@click.argument("stack")
+@click.argument("release")
+@user_option
+@common_options
+def delete_release(stack: str, release: str, user: str | None) -> None:
+    """Delete a release; live content and the original release are left as they are."""
+    from .releases import delete_release as delete
+
+    with _engine() as engine:
+        gone = delete(engine, stack, release, user)
+        if _opts().json:
+            _print_json({**gone.to_json(), "deleted": True})
+        else:
+            click.echo(f"deleted {gone.uid}")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run what is due, then exit.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@common_options
+def worker(once: bool, interval: float) -> None:
+    """Deploy scheduled releases when they are due."""
+    import time
+
+    from .releases import run_due
+
+    with _engine() as engine:
+        while True:
+            for release, outcome in run_due(engine):
+                line = {"release": release.uid, "stack": release.stack, "outcome": outcome}
+                if _opts().json:
+                    click.echo(json.dumps(line))
+                else:
+                    click.echo(f"{release.stack}/{release.uid}: {outcome}")
+            if once:
+                return
+            time.sleep(interval)
 
 
 @cli.group()

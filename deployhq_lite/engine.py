@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from . import config as config_module
 from .errors import ConfigError, RepositoryError, UnknownNameError
 from .log import get_logger
-from .records import Deployment, DeploymentMode, FileOutcome, HookEvent, Preview
+from .records import Deployment, DeploymentMode, FileOutcome, HookEvent, Preview, Release
 
 if TYPE_CHECKING:
     from . import git
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .deployments import ProgressCallback
     from .documents import Catalog
     from .releases import PublishResult
-    from .store import History, SnapshotStore
+    from .store import History, ReleaseStore, SnapshotStore
     from .transports import Transport
 
 Hook = Callable[[HookEvent], object]
@@ -119,6 +119,12 @@ class Engine:
             self._sources[project] = repo
         return self._sources[project]
 
+    @cached_property
+    def releases(self) -> ReleaseStore:
+        from .store import ReleaseStore
+
+        return ReleaseStore(self.history)
+
     def catalog(self, stack: str) -> Catalog:
         """The stack's documents at its branch head (read again when the head moves)."""
         from .documents import Catalog
@@ -173,6 +179,35 @@ class Engine:
             for (loc, uid), version in sorted(published_versions(self, stack, environment).items())
             if loc == wanted
         }
+
+    def deploy_release(
+        self,
+        stack: str,
+        release: str,
+        *,
+        environment: str,
+        user: str | None = None,
+        locales: list[str] | None = None,
+        schedule_at: str | None = None,
+    ) -> PublishResult | Release:
+        """Deploy a release to an environment's locales (default all), or schedule it."""
+        from .releases import deploy_release
+
+        return deploy_release(
+            self,
+            stack,
+            release,
+            environment=environment,
+            user=user,
+            locales=locales,
+            schedule_at=schedule_at,
+        )
+
+    def rollback_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
+        """The user's rollback release of a deployed release (created once)."""
+        from .releases import rollback_release
+
+        return rollback_release(self, stack, release, user)
 
     def transport(self, project: str, server: str) -> Transport:
         from .transports import open_transport

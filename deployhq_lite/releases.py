@@ -7,20 +7,26 @@ the end snapshot, so diff, apply, lock and marker are the deployment machinery's
 events are recorded with it and count once it completed: state never runs ahead of the
 delivery target.
 
-Releases (items, captures, rollback releases) build on :func:`publish` (issue 5, next).
+A release deploy records, per (release, user, environment, locale, document), the state
+it found (the first completed deploy by that user wins); a rollback release restores
+that state where nothing else changed it since (see :func:`deploy_release`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .config import STACK_PREFIX, UserConfig
 from .deployments import new_deployment, run_deployment
-from .documents import delivery_tree
-from .errors import ReleaseRefusedError, UnknownNameError
+from .documents import Catalog, delivery_tree
+from .errors import DeployHQLiteError, ReleaseRefusedError, UnknownNameError
 from .log import get_logger
-from .records import Deployment, DeploymentMode, PublishEvent
+from .records import Deployment, DeploymentMode, PublishEvent, Release, ReleaseItem, utcnow
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -108,22 +114,28 @@ def publish(
     user: str,
     origin: str,
     release: str | None = None,
+    items: list[ItemResult] | None = None,
+    before_run: Callable[[Deployment], None] | None = None,
 ) -> PublishResult:
-    """Apply publish/unpublish changes to an environment as one deployment."""
+    """Apply publish/unpublish changes to an environment as one deployment.
+
+    ``items`` (default: one per change) is what the result reports; ``before_run`` is
+    called with the recorded deployment before it runs (to record what it captures).
+    """
     engine.settings.get_environment(stack, environment)
     catalog = engine.catalog(stack)
     state = published_versions(engine, stack, environment)
     new = dict(state)
-    items: list[ItemResult] = []
+    reported: list[ItemResult] = []
     for change in changes:
         key = (change.locale, change.uid)
         if change.version is None:
             new.pop(key, None)
-            items.append(ItemResult(change.uid, change.locale, "unpublish", "unpublished"))
+            reported.append(ItemResult(change.uid, change.locale, "unpublish", "unpublished"))
         else:
             catalog.files(change.uid, change.version)  # refuses a deleted version early
             new[key] = change.version
-            items.append(
+            reported.append(
                 ItemResult(change.uid, change.locale, "publish", "published", change.version)
             )
     tree = engine.snapshots.repo.build_tree(delivery_tree(catalog, new))
@@ -151,8 +163,10 @@ def publish(
         origin=origin,
         changes=len(changes),
     )
+    if before_run is not None:
+        before_run(deployment)
     done = run_deployment(engine, deployment)
-    return PublishResult(done, tuple(items))
+    return PublishResult(done, tuple(reported if items is None else items))
 
 
 def entry_change(
@@ -191,3 +205,347 @@ def entry_change(
     return publish(
         engine, stack, environment, changes, user=user, origin="rollback" if rollback else "entry"
     )
+
+
+# -- releases ----------------------------------------------------------------------------------
+
+
+def _refuse(message: str, code: str) -> ReleaseRefusedError:
+    return ReleaseRefusedError(message, code=code)
+
+
+def _acting(engine: Engine, user: str | None) -> tuple[str, UserConfig]:
+    import os
+
+    from .config import ENV_PREFIX
+
+    name = user or os.environ.get(f"{ENV_PREFIX}USER")
+    return engine.settings.get_user(name)
+
+
+def get_release(engine: Engine, stack: str, uid: str, user: str | None) -> Release:
+    """A release the user may see (a non-admin sees only their own rollback releases)."""
+    name, config = _acting(engine, user)
+    engine.settings.get_stack(stack)
+    release = engine.releases.find(uid)
+    if (
+        release is None
+        or release.stack != stack
+        or release.deleted_at is not None
+        or (release.is_rollback and not config.is_admin and release.creator != name)
+    ):
+        raise _refuse(f"release {uid!r} not found in stack {stack!r}", "not_found")
+    return release
+
+
+def list_releases(engine: Engine, stack: str, user: str | None) -> list[Release]:
+    name, config = _acting(engine, user)
+    engine.settings.get_stack(stack)
+    return [
+        r
+        for r in engine.releases.query(stack)
+        if not r.is_rollback or config.is_admin or r.creator == name
+    ]
+
+
+def create_release(engine: Engine, stack: str, name: str, user: str | None) -> Release:
+    creator, _ = _acting(engine, user)
+    engine.settings.get_stack(stack)
+    if not name.strip():
+        raise _refuse("a release needs a name", "invalid")
+    release = Release(uuid.uuid4().hex[:20], stack, name, creator)
+    log.info("release.created", stack=stack, release=release.uid, user=creator)
+    return engine.releases.add(release)
+
+
+def add_item(
+    engine: Engine,
+    stack: str,
+    release_uid: str,
+    uid: str,
+    *,
+    user: str | None,
+    version: int | None = None,
+    locales: list[str] | None = None,
+    action: str = "publish",
+    with_references: bool = False,
+) -> Release:
+    """Add a document (version resolved now; default latest), and with references the
+    documents it references, recursively, at their latest versions."""
+    release = get_release(engine, stack, release_uid, user)
+    if release.is_rollback:
+        raise _refuse(
+            f"release {release_uid!r} is a rollback release: its items are read-only",
+            "rollback_release_read_only",
+        )
+    if release.deployed:
+        raise _refuse(
+            f"release {release_uid!r} was deployed: its items are locked (deploy it again, "
+            "or create a new release)",
+            "release_locked",
+        )
+    if action not in ("publish", "unpublish"):
+        raise _refuse(f"action must be publish or unpublish, not {action!r}", "invalid")
+    catalog = engine.catalog(stack)
+    document = catalog.get(uid)
+    number = document.version(version).number if version else document.latest
+    if action == "publish":
+        catalog.files(uid, number)  # a deleted version cannot be published
+    wanted = tuple(dict.fromkeys(locales or []))
+    for locale in wanted:
+        if not any(
+            locale in e.locales for e in engine.settings.get_stack(stack).environments.values()
+        ):
+            raise UnknownNameError("locale", locale, [], scope=f"stack {stack!r}")
+    items = {item.uid: item for item in release.items}
+    items[uid] = ReleaseItem(uid, number if action == "publish" else None, action, wanted)
+    if with_references and action == "publish":
+        for ref in _references(catalog, uid, number):
+            if ref not in items:
+                latest = catalog.get(ref).latest
+                items[ref] = ReleaseItem(ref, latest, "publish", wanted, reference=True)
+    engine.releases.set_items(release.uid, list(items.values()))
+    return get_release(engine, stack, release_uid, user)
+
+
+def _references(catalog: Catalog, uid: str, version: int) -> list[str]:
+    """Documents referenced from ``uid`` (recursively, at their latest versions)."""
+    found: list[str] = []
+    queue = [(uid, version)]
+    seen = {uid}
+    while queue:
+        current, number = queue.pop(0)
+        if catalog.get(current).versions[number - 1].path is None:
+            continue
+        for ref in catalog.references(current, number):
+            if ref in seen or ref not in catalog.documents:
+                continue
+            seen.add(ref)
+            found.append(ref)
+            queue.append((ref, catalog.get(ref).latest))
+    return found
+
+
+def deploy_release(
+    engine: Engine,
+    stack: str,
+    release_uid: str,
+    *,
+    environment: str,
+    user: str | None,
+    locales: list[str] | None = None,
+    schedule_at: str | None = None,
+) -> PublishResult | Release:
+    """Deploy a release (or schedule it: the release is returned); a rollback release
+    restores what its original found, document by document, where nothing changed."""
+    name, config = _acting(engine, user)
+    release = get_release(engine, stack, release_uid, name)
+    check_may_deploy(name, config, stack, environment)
+    targets = locales_of(engine, stack, environment, list(locales or []))
+    if release.is_rollback:
+        if schedule_at is not None:
+            raise _refuse(
+                "a rollback release cannot be scheduled; deploy it now",
+                "rollback_release_not_schedulable",
+            )
+        if release.creator != name and not config.is_admin:
+            raise _refuse(
+                f"rollback release {release.uid!r} may be deployed only by "
+                f"{release.creator!r} or an admin",
+                "forbidden",
+            )
+        return _deploy_rollback(engine, release, environment, targets, name)
+    if schedule_at is not None:
+        when = _parse_time(schedule_at)
+        schedule = json.dumps({"environment": environment, "locales": targets, "user": name})
+        engine.releases.update(
+            release.uid, scheduled_at=when, schedule=schedule, schedule_status="pending"
+        )
+        return get_release(engine, stack, release.uid, name)
+    if not release.items:
+        raise _refuse(f"release {release.uid!r} has no items", "invalid")
+    return _deploy_items(engine, release, environment, targets, name)
+
+
+def _deploy_items(
+    engine: Engine, release: Release, environment: str, targets: list[str], user: str
+) -> PublishResult:
+    current = published_versions(engine, release.stack, environment)
+    changes: list[PublishChange] = []
+    captures: list[tuple[str, str, int | None]] = []
+    for item in release.items:
+        for locale in [t for t in targets if not item.locales or t in item.locales]:
+            changes.append(PublishChange(item.uid, locale, item.version))
+            captures.append((locale, item.uid, current.get((locale, item.uid))))
+
+    def record(deployment: Deployment) -> None:
+        engine.releases.record_deploy(
+            release.uid, user, environment, deployment.identifier, captures
+        )
+
+    return publish(
+        engine,
+        release.stack,
+        environment,
+        changes,
+        user=user,
+        origin="release",
+        release=release.uid,
+        before_run=record,
+    )
+
+
+def _deploy_rollback(
+    engine: Engine, release: Release, environment: str, targets: list[str], user: str
+) -> PublishResult:
+    assert release.rollback_of is not None
+    captured = engine.releases.captures(release.rollback_of, release.creator, environment)
+    if not captured:
+        raise _refuse(
+            f"release {release.rollback_of!r} was never deployed to {environment!r} by "
+            f"{release.creator!r}: there is nothing to roll back there",
+            "no_capture_for_environment",
+        )
+    latest = engine.history.published(release.stack, environment)
+    changes: list[PublishChange] = []
+    items: list[ItemResult] = []
+    for item in release.items:
+        for locale in [t for t in targets if not item.locales or t in item.locales]:
+            key = (locale, item.uid)
+            before = captured.get(key, -1)
+            action = "unpublish" if before is None else "publish"
+            event = latest.get(key)
+            if before == -1:
+                items.append(
+                    ItemResult(
+                        item.uid,
+                        locale,
+                        action,
+                        "skipped",
+                        None,
+                        f"not deployed in {locale} by the original release",
+                    )
+                )
+            elif event is None or event.release != release.rollback_of or event.origin != "release":
+                items.append(
+                    ItemResult(item.uid, locale, action, "skipped", None, _changed_since(event))
+                )
+            else:
+                version = before if isinstance(before, int) else None
+                changes.append(PublishChange(item.uid, locale, version))
+                result = "unpublished" if version is None else "published"
+                items.append(ItemResult(item.uid, locale, action, result, version))
+
+    def record(deployment: Deployment) -> None:
+        engine.releases.record_deploy(release.uid, user, environment, deployment.identifier, [])
+
+    if not changes:
+        return PublishResult(None, tuple(items))
+    return publish(
+        engine,
+        release.stack,
+        environment,
+        changes,
+        user=user,
+        origin="rollback",
+        release=release.uid,
+        items=items,
+        before_run=record,
+    )
+
+
+def _changed_since(event: PublishEvent | None) -> str:
+    if event is None:
+        return "its published state changed since the release was deployed"
+    what = "unpublished" if event.version is None else f"published (version {event.version})"
+    by = {"entry": "by hand", "rollback": "by a rollback", "release": "by another release"}
+    return (
+        f"{what} {by.get(event.origin, '')} by {event.user} at {event.created_at}, after the "
+        "release was deployed; it keeps that newer state"
+    )
+
+
+def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | None) -> Release:
+    """The user's rollback release of a deployed release: made once, then returned."""
+    name, _ = _acting(engine, user)
+    original = get_release(engine, stack, release_uid, name)
+    if original.is_rollback:
+        raise _refuse(
+            f"release {release_uid!r} is a rollback release; it cannot be rolled back",
+            "cannot_rollback_rollback_release",
+        )
+    deploys = engine.releases.completed_deploys(original.uid, name)
+    if not deploys:
+        pending = (
+            " (it is scheduled and has not run yet)"
+            if original.schedule_status == "pending"
+            else ""
+        )
+        raise _refuse(
+            f"release {release_uid!r} has not been deployed by {name!r}{pending}: only a "
+            "deployed release can be rolled back",
+            "release_not_deployed",
+        )
+    mine = engine.releases.rollbacks_of(original.uid, name)
+    live = [r for r in mine if r.deleted_at is None]
+    if live:
+        return live[0]
+    deleted = [r.deleted_at for r in mine if r.deleted_at is not None]
+    if deleted and not engine.releases.completed_deploys(original.uid, name, since=max(deleted)):
+        raise _refuse(
+            f"your rollback release of {release_uid!r} was deleted: deploy the release again "
+            "before creating another rollback release",
+            "redeploy_required",
+        )
+    rollback = Release(
+        uuid.uuid4().hex[:20],
+        stack,
+        f"Rollback of {original.name}",
+        name,
+        kind="rollback",
+        rollback_of=original.uid,
+        items=original.items,
+    )
+    log.info("release.rollback_created", stack=stack, release=original.uid, user=name)
+    return engine.releases.add(rollback)
+
+
+def delete_release(engine: Engine, stack: str, release_uid: str, user: str | None) -> Release:
+    """Delete a release (its creator or an admin); live content is never touched."""
+    name, config = _acting(engine, user)
+    release = get_release(engine, stack, release_uid, name)
+    if release.creator != name and not config.is_admin:
+        raise _refuse(
+            f"release {release_uid!r} may be deleted only by {release.creator!r} or an admin",
+            "forbidden",
+        )
+    engine.releases.update(release.uid, deleted_at=utcnow())
+    return replace(release, deleted_at=utcnow())
+
+
+def run_due(engine: Engine, *, now: str | None = None) -> list[tuple[Release, str]]:
+    """Deploy every scheduled release that is due; (release, outcome) for each."""
+    done: list[tuple[Release, str]] = []
+    for release in engine.releases.due(now or utcnow()):
+        schedule = json.loads(release.schedule or "{}")
+        try:
+            _deploy_items(
+                engine, release, schedule["environment"], schedule["locales"], schedule["user"]
+            )
+        except DeployHQLiteError as exc:
+            engine.releases.update(release.uid, schedule_status="failed")
+            done.append((release, f"failed: {exc}"))
+            continue
+        engine.releases.update(release.uid, schedule_status="done")
+        done.append((release, "deployed"))
+    return done
+
+
+def _parse_time(text: str) -> str:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _refuse(f"--schedule-at {text!r} is not an ISO 8601 time", "invalid") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
