@@ -41,11 +41,21 @@ def _looks_stale(owner: str) -> bool:
 
 @contextmanager
 def server_lock(
-    history: History, server_key: str, deployment: str, *, break_lock: bool = False
+    history: History,
+    server_key: str,
+    deployment: str,
+    *,
+    break_lock: bool = False,
+    break_stale: bool = False,
 ) -> Iterator[LockRecord | None]:
-    """Hold the server's lock for the block; yields the holder that was pushed aside, if any."""
+    """Hold the server's lock for the block; yields the holder that was pushed aside, if any.
+
+    ``break_stale`` takes over a lock whose owner process on this host is gone.
+    """
     mine = LockRecord(server_key, deployment, owner_label(), utcnow())
     acquired, holder = history.try_lock(mine, steal=break_lock)
+    if not acquired and break_stale and holder is not None and _looks_stale(holder.owner):
+        acquired, holder = history.try_lock(mine, steal=True)
     if not acquired:
         assert holder is not None
         stale = " (its process is gone: the lock looks stale)" if _looks_stale(holder.owner) else ""

@@ -25,6 +25,7 @@ from .config import STACK_PREFIX, UserConfig
 from .deployments import new_deployment, run_deployment
 from .documents import Catalog, delivery_tree
 from .errors import DeployHQLiteError, ReleaseRefusedError, UnknownNameError
+from .locking import server_lock
 from .log import get_logger
 from .records import Deployment, DeploymentMode, PublishEvent, Release, ReleaseItem, utcnow
 
@@ -105,11 +106,14 @@ def published_versions(engine: Engine, stack: str, environment: str) -> dict[tup
     }
 
 
+Planner = Callable[[], tuple[list[PublishChange], list[ItemResult] | None]]
+
+
 def publish(
     engine: Engine,
     stack: str,
     environment: str,
-    changes: list[PublishChange],
+    changes: list[PublishChange] | Planner,
     *,
     user: str,
     origin: str,
@@ -119,10 +123,35 @@ def publish(
 ) -> PublishResult:
     """Apply publish/unpublish changes to an environment as one deployment.
 
-    ``items`` (default: one per change) is what the result reports; ``before_run`` is
-    called with the recorded deployment before it runs (to record what it captures).
+    ``changes`` may be a planner, called under the lock, returning the changes and the
+    items to report (default: one per change); ``before_run`` is called with the
+    recorded deployment before it runs (to record what it captures). The environment's
+    publish lock is held from reading its state to recording the result, so two
+    publishers never build on the same state.
     """
+    key = f"{STACK_PREFIX}{stack}/{environment}#publish"
+    with server_lock(engine.history, key, f"publish-{uuid.uuid4()}", break_stale=True):
+        return _publish_locked(
+            engine, stack, environment, changes, user, origin, release, items, before_run
+        )
+
+
+def _publish_locked(
+    engine: Engine,
+    stack: str,
+    environment: str,
+    planned: list[PublishChange] | Planner,
+    user: str,
+    origin: str,
+    release: str | None,
+    items: list[ItemResult] | None,
+    before_run: Callable[[Deployment], None] | None,
+) -> PublishResult:
     engine.settings.get_environment(stack, environment)
+    changes, planned_items = planned() if callable(planned) else (planned, None)
+    items = items if planned_items is None else planned_items
+    if not changes:
+        return PublishResult(None, tuple(items or ()))
     catalog = engine.catalog(stack)
     state = published_versions(engine, stack, environment)
     new = dict(state)
@@ -370,15 +399,17 @@ def deploy_release(
 def _deploy_items(
     engine: Engine, release: Release, environment: str, targets: list[str], user: str
 ) -> PublishResult:
-    current = published_versions(engine, release.stack, environment)
-    changes: list[PublishChange] = []
-    captures: list[tuple[str, str, int | None]] = []
-    for item in release.items:
-        for locale in [t for t in targets if not item.locales or t in item.locales]:
-            changes.append(PublishChange(item.uid, locale, item.version))
-            captures.append((locale, item.uid, current.get((locale, item.uid))))
+    changes = [
+        PublishChange(item.uid, locale, item.version)
+        for item in release.items
+        for locale in targets
+        if not item.locales or locale in item.locales
+    ]
 
     def record(deployment: Deployment) -> None:
+        # under the publish lock: the state this deployment starts from
+        current = published_versions(engine, release.stack, environment)
+        captures = [(c.locale, c.uid, current.get((c.locale, c.uid))) for c in changes]
         engine.releases.record_deploy(
             release.uid, user, environment, deployment.identifier, captures
         )
@@ -406,50 +437,56 @@ def _deploy_rollback(
             f"{release.creator!r}: there is nothing to roll back there",
             "no_capture_for_environment",
         )
-    latest = engine.history.published(release.stack, environment)
-    changes: list[PublishChange] = []
-    items: list[ItemResult] = []
-    for item in release.items:
-        for locale in [t for t in targets if not item.locales or t in item.locales]:
-            key = (locale, item.uid)
-            before = captured.get(key, -1)
-            action = "unpublish" if before is None else "publish"
-            event = latest.get(key)
-            if before == -1:
-                items.append(
-                    ItemResult(
-                        item.uid,
-                        locale,
-                        action,
-                        "skipped",
-                        None,
-                        f"not deployed in {locale} by the original release",
+
+    def plan() -> tuple[list[PublishChange], list[ItemResult] | None]:
+        # under the publish lock: what was published since is final
+        latest = engine.history.published(release.stack, environment)
+        changes: list[PublishChange] = []
+        items: list[ItemResult] = []
+        for item in release.items:
+            for locale in [t for t in targets if not item.locales or t in item.locales]:
+                key = (locale, item.uid)
+                before = captured.get(key, -1)
+                action = "unpublish" if before is None else "publish"
+                event = latest.get(key)
+                if before == -1:
+                    items.append(
+                        ItemResult(
+                            item.uid,
+                            locale,
+                            action,
+                            "skipped",
+                            None,
+                            f"not deployed in {locale} by the original release",
+                        )
                     )
-                )
-            elif event is None or event.release != release.rollback_of or event.origin != "release":
-                items.append(
-                    ItemResult(item.uid, locale, action, "skipped", None, _changed_since(event))
-                )
-            else:
-                version = before if isinstance(before, int) else None
-                changes.append(PublishChange(item.uid, locale, version))
-                result = "unpublished" if version is None else "published"
-                items.append(ItemResult(item.uid, locale, action, result, version))
+                elif (
+                    event is None
+                    or event.release != release.rollback_of
+                    or event.origin != "release"
+                ):
+                    items.append(
+                        ItemResult(item.uid, locale, action, "skipped", None, _changed_since(event))
+                    )
+                else:
+                    version = before if isinstance(before, int) else None
+                    changes.append(PublishChange(item.uid, locale, version))
+                    result = "unpublished" if version is None else "published"
+                    items.append(ItemResult(item.uid, locale, action, result, version))
+
+        return changes, items
 
     def record(deployment: Deployment) -> None:
         engine.releases.record_deploy(release.uid, user, environment, deployment.identifier, [])
 
-    if not changes:
-        return PublishResult(None, tuple(items))
     return publish(
         engine,
         release.stack,
         environment,
-        changes,
+        plan,
         user=user,
         origin="rollback",
         release=release.uid,
-        items=items,
         before_run=record,
     )
 

@@ -217,3 +217,25 @@ def test_a_deleted_version_cannot_be_published(stack: Stack) -> None:
         assert engine.published("blog", "staging") == {"hello": 1}
     with pytest.raises(RefusedError), stack.engine() as engine:
         engine.publish_entry("blog", "hello", environment="production", user="bob")
+
+
+def test_publishes_to_one_environment_are_serialised(stack: Stack) -> None:
+    import socket
+
+    from deployhq_lite.errors import DeploymentLockedError
+    from deployhq_lite.store import LockRecord
+
+    stack.repo.commit({"entries/post/hello.json": entry("v1")})
+    key = "stack:blog/staging#publish"
+    with stack.engine() as engine:
+        live = LockRecord(key, "publish-other", "someone@elsewhere:1", "2026-01-01T00:00:00Z")
+        assert engine.history.try_lock(live, steal=False)[0]
+        with pytest.raises(DeploymentLockedError, match="locked by deployment publish-other"):
+            engine.publish_entry("blog", "hello", environment="staging", user="alice")
+        engine.history.unlock(key, "publish-other")
+        # a lock left by a process of this host that is gone is taken over
+        dead = LockRecord(key, "publish-dead", f"x@{socket.gethostname()}:999999", "t")
+        assert engine.history.try_lock(dead, steal=False)[0]
+        done = engine.publish_entry("blog", "hello", environment="staging", user="alice")
+        assert done.deployment is not None
+        assert engine.published("blog", "staging") == {"hello": 1}
