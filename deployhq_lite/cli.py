@@ -27,6 +27,7 @@ from .records import (
 if TYPE_CHECKING:
     from .deployments import ProgressCallback
     from .engine import Engine
+    from .releases import PublishResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -432,12 +433,17 @@ def _publish_command(
         result = engine.publish_entry(
             stack, uid, environment=environment, user=user, locales=list(locales), **how
         )
-        if _opts().json:
-            _print_json(result.to_json())
-            return
-        for item in result.items:
-            version = f" v{item.version}" if item.version else ""
-            click.echo(f"{item.result:<12}{item.uid}{version} [{item.locale}]")
+        _emit_publish(result)
+
+
+def _emit_publish(result: PublishResult) -> None:
+    if _opts().json:
+        _print_json(result.to_json())
+        return
+    for item in result.items:
+        version = f" v{item.version}" if item.version else ""
+        why = f"  ({item.reason})" if item.reason else ""
+        click.echo(f"{item.result:<12}{item.uid}{version} [{item.locale}]{why}")
 
 
 @entries.command("publish")
@@ -622,13 +628,8 @@ def deploy_release(
         )
         if isinstance(result, Release):
             _emit_release(result)
-            return
-        if _opts().json:
-            _print_json(result.to_json())
-            return
-        for item in result.items:
-            why = f"  ({item.reason})" if item.reason else ""
-            click.echo(f"{item.result:<12}{item.uid} [{item.locale}]{why}")
+        else:
+            _emit_publish(result)
 
 
 @releases.command("rollback")

@@ -158,19 +158,11 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     def get_project(self, permalink: str) -> ProjectConfig:
-        try:
-            return self.projects[permalink]
-        except KeyError:
-            raise UnknownNameError("project", permalink, self.projects) from None
+        return _lookup("project", self.projects, permalink)
 
     def get_server(self, project: str, server: str) -> ServerConfig:
         servers = self.get_project(project).servers
-        try:
-            return servers[server]
-        except KeyError:
-            raise UnknownNameError(
-                "server", server, servers, scope=f"project {project!r}"
-            ) from None
+        return _lookup("server", servers, server, scope=f"project {project!r}")
 
     def find_server(self, project: str, server: str) -> ServerConfig | None:
         if project.startswith(STACK_PREFIX):
@@ -188,27 +180,26 @@ class Settings(BaseSettings):
         return self.get_project(project).name, self.get_server(project, server)
 
     def get_stack(self, key: str) -> StackConfig:
-        try:
-            return self.stacks[key]
-        except KeyError:
-            raise UnknownNameError("stack", key, self.stacks) from None
+        return _lookup("stack", self.stacks, key)
 
     def get_environment(self, stack: str, environment: str) -> EnvironmentConfig:
         environments = self.get_stack(stack).environments
-        try:
-            return environments[environment]
-        except KeyError:
-            raise UnknownNameError(
-                "environment", environment, environments, scope=f"stack {stack!r}"
-            ) from None
+        return _lookup("environment", environments, environment, scope=f"stack {stack!r}")
 
     def get_user(self, name: str | None) -> tuple[str, UserConfig]:
         if not name:
             raise ConfigError(f"say who you are: --user NAME or {ENV_PREFIX}USER")
-        try:
-            return name, self.users[name]
-        except KeyError:
-            raise UnknownNameError("user", name, self.users) from None
+        return name, _lookup("user", self.users, name)
+
+
+_V = TypeVar("_V")
+
+
+def _lookup(kind: str, mapping: dict[str, _V], key: str, *, scope: str = "") -> _V:
+    try:
+        return mapping[key]
+    except KeyError:
+        raise UnknownNameError(kind, key, mapping, scope=scope) from None
 
 
 def project_identifier(permalink: str) -> str:
