@@ -1,0 +1,233 @@
+"""What every command shares: the group, common options, the engine, errors, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from .. import log
+from ..errors import DeployHQLiteError
+from ..records import (
+    Deployment,
+    FileOutcome,
+)
+
+if TYPE_CHECKING:
+    from ..deployments import ProgressCallback
+    from ..engine import Engine
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+SHOWN = 200  # paths listed in human output
+
+
+@dataclass
+class Options:
+    config: str | None = None
+    json: bool = False
+    log_format: str = "console"
+    verbose: int = 0
+
+
+def _merge(ctx: click.Context, name: str, value: Any) -> None:
+    opts: Options = ctx.ensure_object(Options)
+    if value not in (None, False, 0):
+        setattr(opts, name, value)
+
+
+def common_options(fn: F) -> F:
+    """``--config``, ``--json``, ``--log-format``, ``-v`` on the group and every command."""
+    decorators = [
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "config", v),
+            help="Config file (default: $DEPLOYHQ_LITE_CONFIG or ./deployhq-lite.toml).",
+        ),
+        click.option(
+            "--json",
+            "json_output",
+            is_flag=True,
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "json", v),
+            help="Print JSON (DeployHQ's API shapes).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["console", "json"]),
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "log_format", v),
+            help="Log events to stderr in this format (implies -v).",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            expose_value=False,
+            callback=lambda c, p, v: _merge(c, "verbose", v),
+            help="Log events to stderr (-vv for per-file events).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.version_option(package_name="deployhq-lite")
+def cli() -> None:
+    """Deploy git revisions to servers and roll them back (DeployHQ semantics)."""
+
+
+def _opts() -> Options:
+    return click.get_current_context().ensure_object(Options)
+
+
+def _setup_logging(opts: Options) -> None:
+    if opts.log_format == "json" and opts.verbose == 0:
+        opts.verbose = 1
+    # Quiet by default: the outcome and any error are printed once, as a result.
+    level = {0: "off", 1: "info"}.get(opts.verbose, "debug")
+    log.configure(level=level, fmt=opts.log_format)
+
+
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    opts = _opts()
+    _setup_logging(opts)
+    try:
+        from ..engine import Engine
+
+        with Engine(opts.config) as engine:
+            yield engine
+    except DeployHQLiteError as exc:
+        _fail(exc)
+
+
+def _fail(exc: DeployHQLiteError) -> NoReturn:
+    if _opts().json:
+        body = {"error": str(exc)}
+        code = getattr(exc, "code", None)
+        if isinstance(code, str):
+            body["error_code"] = code
+        click.echo(json.dumps(body))
+    else:
+        click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[ProgressCallback | None]:
+    """A rich progress bar on a terminal (stderr); nothing when piped or with --json."""
+    if _opts().json or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
+        console=_stderr_console(),
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int, path: str) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _short(revision: str | None) -> str:
+    return revision[:12] if revision else "(nothing)"
+
+
+def echo_deployment(
+    d: Deployment,
+    changes: list[FileOutcome] | None = None,
+    counts: dict[str, int] | None = None,
+) -> None:
+    kind = "Rollback" if d.is_rollback else "Deployment"
+    click.echo(f"{kind} {d.identifier}: {d.status.value}")
+    click.echo(f"  project  {d.project_name} ({d.project})")
+    click.echo(f"  server   {d.server_name} ({d.server}, {d.protocol_type})")
+    click.echo(f"  revision {_short(d.start_revision)} -> {_short(d.end_revision)} ({d.branch})")
+    if d.rollback_of:
+        click.echo(f"  rollback to deployment {d.rollback_of}")
+    if d.error:
+        click.echo(f"  error    {d.error}")
+    if changes is not None:
+        echo_changes(changes, counts)
+
+
+def echo_changes(
+    changes: list[FileOutcome], counts: dict[str, int] | None = None, limit: int = SHOWN
+) -> None:
+    """A summary line and up to ``limit`` paths; ``counts`` when ``changes`` is a prefix."""
+    if counts is None:
+        counts = {"added": 0, "modified": 0, "deleted": 0}
+        for c in changes:
+            counts[c.change] += 1
+    total = sum(counts.values())
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+    click.echo(f"  changes  {summary}" if total else "  changes  none")
+    sign = {"added": "+", "modified": "M", "deleted": "-"}
+    for c in changes[:limit]:
+        flag = "" if c.status.value in ("done", "previewed") else f"  [{c.status.value}]"
+        click.echo(f"    {sign[c.change]} {c.path}{flag}")
+    if total > limit:
+        click.echo(f"    ... and {total - limit} more (use --json for all)")
+
+
+def _show(engine: Engine, d: Deployment) -> None:
+    if _opts().json:
+        data = d.to_json()
+        data["changes"] = [c.to_json() for c in engine.file_changes(d.identifier)]
+        _print_json(data)
+    else:  # the first paths and the counts: a 50,000-file deploy prints 200
+        changes = engine.file_changes(d.identifier, limit=SHOWN)
+        echo_deployment(d, changes, engine.change_counts(d.identifier))
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def user_option(fn: F) -> F:
+    return click.option(
+        "--user",
+        envvar="DEPLOYHQ_LITE_USER",
+        help="Who acts (a [users] name; default $DEPLOYHQ_LITE_USER).",
+    )(fn)
+
+
+def locale_option(fn: F) -> F:
+    return click.option(
+        "--locale",
+        "locales",
+        multiple=True,
+        help="A locale of the environment (repeatable; default: all of them).",
+    )(fn)

@@ -1,0 +1,346 @@
+"""Content stacks: entries, environments, releases and the scheduled-release worker."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..records import Release
+from .common import (
+    _engine,
+    _opts,
+    _print_json,
+    cli,
+    common_options,
+    locale_option,
+    user_option,
+)
+
+if TYPE_CHECKING:
+    from ..releases import PublishResult
+
+
+@cli.group()
+@common_options
+def entries() -> None:
+    """Documents of a stack (entries and assets) and their publish state."""
+
+
+@entries.command("list")
+@click.argument("stack")
+@common_options
+def list_entries(stack: str) -> None:
+    """Every document of STACK with its kind and latest version."""
+    with _engine() as engine:
+        catalog = engine.catalog(stack)
+        rows = [
+            {
+                "uid": doc.uid,
+                "kind": doc.kind,
+                "content_type": doc.content_type,
+                "latest_version": doc.latest,
+                "deleted": doc.versions[-1].path is None,
+            }
+            for doc in sorted(catalog.documents.values(), key=lambda d: d.uid)
+        ]
+        if _opts().json:
+            _print_json(rows)
+            return
+        for row in rows:
+            gone = " (deleted)" if row["deleted"] else ""
+            click.echo(f"{row['uid']:<32}{row['kind']:<7}v{row['latest_version']}{gone}")
+
+
+def _publish_command(
+    stack: str,
+    uid: str,
+    environment: str,
+    locales: tuple[str, ...],
+    user: str | None,
+    **how: Any,
+) -> None:
+    with _engine() as engine:
+        result = engine.publish_entry(
+            stack, uid, environment=environment, user=user, locales=list(locales), **how
+        )
+        _emit_publish(result)
+
+
+def _emit_publish(result: PublishResult) -> None:
+    if _opts().json:
+        _print_json(result.to_json())
+        return
+    for item in result.items:
+        version = f" v{item.version}" if item.version else ""
+        why = f"  ({item.reason})" if item.reason else ""
+        click.echo(f"{item.result:<12}{item.uid}{version} [{item.locale}]{why}")
+
+
+@entries.command("publish")
+@click.argument("stack")
+@click.argument("uid")
+@click.option("--environment", required=True, help="The environment to publish to.")
+@locale_option
+@click.option("--version", "version", type=click.IntRange(min=1), help="Default: latest.")
+@user_option
+@common_options
+def publish_entry(
+    stack: str,
+    uid: str,
+    environment: str,
+    locales: tuple[str, ...],
+    version: int | None,
+    user: str | None,
+) -> None:
+    """Publish one document (a version, default the latest) in an environment."""
+    _publish_command(stack, uid, environment, locales, user, version=version)
+
+
+@entries.command("unpublish")
+@click.argument("stack")
+@click.argument("uid")
+@click.option("--environment", required=True, help="The environment to unpublish from.")
+@locale_option
+@user_option
+@common_options
+def unpublish_entry(
+    stack: str, uid: str, environment: str, locales: tuple[str, ...], user: str | None
+) -> None:
+    """Unpublish one document from an environment."""
+    _publish_command(stack, uid, environment, locales, user, unpublish=True)
+
+
+@entries.command("rollback")
+@click.argument("stack")
+@click.argument("uid")
+@click.option("--environment", required=True, help="The environment.")
+@locale_option
+@click.option("--to-version", "to_version", type=click.IntRange(min=1), required=True)
+@user_option
+@common_options
+def rollback_entry(
+    stack: str,
+    uid: str,
+    environment: str,
+    locales: tuple[str, ...],
+    to_version: int,
+    user: str | None,
+) -> None:
+    """Republish a version of one document that was published there before."""
+    _publish_command(stack, uid, environment, locales, user, rollback_to=to_version)
+
+
+@cli.group()
+@common_options
+def environments() -> None:
+    """Environments of a stack and what they publish."""
+
+
+@environments.command("show")
+@click.argument("stack")
+@click.argument("environment")
+@click.option("--locale", help="The locale (default: the environment's first).")
+@common_options
+def show_environment(stack: str, environment: str, locale: str | None) -> None:
+    """The documents published in ENVIRONMENT: uid and version."""
+    with _engine() as engine:
+        state = engine.published(stack, environment, locale)
+        if _opts().json:
+            _print_json(state)
+            return
+        for uid, version in state.items():
+            click.echo(f"{uid:<32}v{version}")
+
+
+@cli.group()
+@common_options
+def releases() -> None:
+    """Releases of a stack: items deployed together, and rollback releases."""
+
+
+def _emit_release(release: Release) -> None:
+    if _opts().json:
+        _print_json(release.to_json())
+        return
+    kind = f" (rollback of {release.rollback_of})" if release.is_rollback else ""
+    click.echo(f"{release.uid}  {release.name}{kind}")
+    click.echo(f"  creator {release.creator}, deployed: {'yes' if release.deployed else 'no'}")
+    if release.scheduled_at:
+        click.echo(f"  scheduled at {release.scheduled_at} ({release.schedule_status})")
+    for item in release.items:
+        ref = " (reference)" if item.reference else ""
+        where = f" [{', '.join(item.locales)}]" if item.locales else ""
+        version = f" v{item.version}" if item.version else ""
+        click.echo(f"    {item.action:<10}{item.uid}{version}{where}{ref}")
+
+
+@releases.command("create")
+@click.argument("stack")
+@click.argument("name")
+@user_option
+@common_options
+def create_release(stack: str, name: str, user: str | None) -> None:
+    """Create an empty release; prints its uid."""
+    from ..releases import create_release as create
+
+    with _engine() as engine:
+        release = create(engine, stack, name, user)
+        if _opts().json:
+            _print_json(release.to_json())
+        else:
+            click.echo(release.uid)
+
+
+@releases.command("add-item")
+@click.argument("stack")
+@click.argument("release")
+@click.argument("uid")
+@click.option("--version", type=click.IntRange(min=1), help="Default: the latest, now.")
+@locale_option
+@click.option("--action", type=click.Choice(["publish", "unpublish"]), default="publish")
+@click.option("--with-references", is_flag=True, help="Add referenced documents too.")
+@user_option
+@common_options
+def add_release_item(
+    stack: str,
+    release: str,
+    uid: str,
+    version: int | None,
+    locales: tuple[str, ...],
+    action: str,
+    with_references: bool,
+    user: str | None,
+) -> None:
+    """Add a document to a release (not once it was deployed)."""
+    from ..releases import add_item
+
+    with _engine() as engine:
+        _emit_release(
+            add_item(
+                engine,
+                stack,
+                release,
+                uid,
+                user=user,
+                version=version,
+                locales=list(locales),
+                action=action,
+                with_references=with_references,
+            )
+        )
+
+
+@releases.command("deploy")
+@click.argument("stack")
+@click.argument("release")
+@click.option("--environment", required=True, help="The environment to deploy to.")
+@locale_option
+@click.option("--schedule-at", help="Deploy later (ISO 8601), by `deployhq-lite worker`.")
+@user_option
+@common_options
+def deploy_release(
+    stack: str,
+    release: str,
+    environment: str,
+    locales: tuple[str, ...],
+    schedule_at: str | None,
+    user: str | None,
+) -> None:
+    """Deploy a release (a rollback release restores what was published before)."""
+    with _engine() as engine:
+        result = engine.deploy_release(
+            stack,
+            release,
+            environment=environment,
+            user=user,
+            locales=list(locales),
+            schedule_at=schedule_at,
+        )
+        if isinstance(result, Release):
+            _emit_release(result)
+        else:
+            _emit_publish(result)
+
+
+@releases.command("rollback")
+@click.argument("stack")
+@click.argument("release")
+@user_option
+@common_options
+def rollback_release(stack: str, release: str, user: str | None) -> None:
+    """Create (or show) your rollback release of a deployed release."""
+    with _engine() as engine:
+        _emit_release(engine.rollback_release(stack, release, user=user))
+
+
+@releases.command("list")
+@click.argument("stack")
+@user_option
+@common_options
+def list_releases(stack: str, user: str | None) -> None:
+    """Releases you may see (rollback releases: your own; all for an admin)."""
+    from ..releases import list_releases as query
+
+    with _engine() as engine:
+        found = query(engine, stack, user)
+        if _opts().json:
+            _print_json([r.to_json() for r in found])
+            return
+        for r in found:
+            kind = "rollback" if r.is_rollback else "release"
+            click.echo(f"{r.uid}  {kind:<9}{r.creator:<12}{r.name}")
+
+
+@releases.command("show")
+@click.argument("stack")
+@click.argument("release")
+@user_option
+@common_options
+def show_release(stack: str, release: str, user: str | None) -> None:
+    """One release and its items."""
+    from ..releases import get_release
+
+    with _engine() as engine:
+        _emit_release(get_release(engine, stack, release, user))
+
+
+@releases.command("delete")
+@click.argument("stack")
+@click.argument("release")
+@user_option
+@common_options
+def delete_release(stack: str, release: str, user: str | None) -> None:
+    """Delete a release; live content and the original release are left as they are."""
+    from ..releases import delete_release as delete
+
+    with _engine() as engine:
+        gone = delete(engine, stack, release, user)
+        if _opts().json:
+            _print_json({**gone.to_json(), "deleted": True})
+        else:
+            click.echo(f"deleted {gone.uid}")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run what is due, then exit.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@common_options
+def worker(once: bool, interval: float) -> None:
+    """Deploy scheduled releases when they are due."""
+    import time
+
+    from ..releases import run_due
+
+    with _engine() as engine:
+        while True:
+            for release, outcome in run_due(engine):
+                line = {"release": release.uid, "stack": release.stack, "outcome": outcome}
+                if _opts().json:
+                    click.echo(json.dumps(line))
+                else:
+                    click.echo(f"{release.stack}/{release.uid}: {outcome}")
+            if once:
+                return
+            time.sleep(interval)

@@ -1,0 +1,119 @@
+"""Servers: check what a deployment relies on; trust a host key."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import DeployHQLiteError
+from .common import (
+    _engine,
+    _fail,
+    _opts,
+    _print_json,
+    cli,
+    common_options,
+)
+
+
+@cli.group()
+@common_options
+def servers() -> None:
+    """Check servers and trust their host keys."""
+
+
+@servers.command("check")
+@click.argument("project")
+@click.argument("server")
+@common_options
+def check_server(project: str, server: str) -> None:
+    """Connect to SERVER and report what a deployment would rely on."""
+    with _engine() as engine, engine.transport(project, server) as transport:
+        probe = getattr(transport, "probe", None)
+        report: dict[str, object] = (
+            probe() if probe else {"root": str(engine.settings.get_server(project, server).root)}
+        )
+        report = {"server": f"{project}/{server}", "ok": True, **report}
+        if _opts().json:
+            _print_json(report)
+            return
+        for key, value in report.items():
+            click.echo(f"{key:<22}{value}")
+
+
+@servers.command("trust")
+@click.argument("project")
+@click.argument("server")
+@click.option("--yes", is_flag=True, help="Record the key without asking (check it first!).")
+@click.option(
+    "--fingerprint",
+    "expected",
+    metavar="SHA256:...",
+    help="Record the key only if it has this fingerprint (obtained out of band).",
+)
+@click.option("--replace", is_flag=True, help="Drop a changed key and record the new one.")
+@common_options
+def trust_server(project: str, server: str, yes: bool, expected: str | None, replace: bool) -> None:
+    """Show the host key SERVER offers; record it in known_hosts only when confirmed."""
+    from ..errors import ConfigError, HostKeyError
+
+    with _engine() as engine:
+        config = engine.settings.get_server(project, server)
+        if config.protocol_type != "ssh":
+            _fail(ConfigError(f"server {project}/{server} is not an ssh server; nothing to trust"))
+        from ..transports.sftp import SFTPTransport
+
+        transport = SFTPTransport(config, server=f"{project}/{server}")
+        try:
+            offer = transport.offered_host_key()
+            report: dict[str, object] = {
+                "server": f"{project}/{server}",
+                "host": offer.host,
+                "key_type": offer.key_type,
+                "fingerprint": offer.fingerprint,
+                "status": offer.status,
+                "recorded": None,
+            }
+            if not _opts().json:
+                click.echo(f"{offer.host} offers {offer.key_type} {offer.fingerprint}")
+                click.echo(offer.detail)
+            if offer.status == "trusted":
+                _emit_report(report)
+                return
+            if config.host_key_fingerprint:
+                raise HostKeyError(
+                    f"server {project}/{server} pins host_key_fingerprint "
+                    f"{config.host_key_fingerprint}; if the new key is right, set it to "
+                    f"{offer.fingerprint} in the config",
+                    server=f"{project}/{server}",
+                )
+            if expected is not None and expected != offer.fingerprint:
+                raise HostKeyError(
+                    f"server {project}/{server} offers {offer.fingerprint}, not {expected}; "
+                    "nothing recorded",
+                    server=f"{project}/{server}",
+                )
+            if not (yes or expected) and not _confirm("Trust this key and record it?"):
+                raise HostKeyError(
+                    f"host key of {project}/{server} not recorded; compare the fingerprint "
+                    "with the server's administrator, then pass --yes or --fingerprint",
+                    server=f"{project}/{server}",
+                )
+            report["recorded"] = str(transport.trust_host_key(offer, replace=replace))
+        except DeployHQLiteError as exc:
+            _fail(exc)
+        _emit_report(report)
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return click.confirm(question, default=False, err=True)
+
+
+def _emit_report(report: dict[str, object]) -> None:
+    if _opts().json:
+        _print_json(report)
+    elif report.get("recorded"):
+        click.echo(f"recorded in {report['recorded']}")
