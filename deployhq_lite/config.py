@@ -40,6 +40,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def check_subdirectory(value: str | None) -> None:
+    if value is None:
+        return
+    parts = value.strip("/").split("/")
+    if not value.strip("/") or any(p in ("", ".", "..") for p in parts) or "\\" in value:
+        raise ValueError(f"subdirectory {value!r} must be a plain relative path")
+
+
 class ServerConfig(_Model):
     """A server: ``local`` (a directory here) or ``ssh`` (SFTP over OpenSSH).
 
@@ -62,6 +70,13 @@ class ServerConfig(_Model):
     known_hosts_path: Path | None = None
     host_key_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]+=*$")
     connect_timeout: float = Field(default=15.0, gt=0)
+    subdirectory: str | None = None  # deploy only this part of the repository
+    exclude: list[str] = Field(default_factory=list)  # gitignore patterns, never deployed
+
+    @model_validator(mode="after")
+    def _subdirectory_is_relative(self) -> ServerConfig:
+        check_subdirectory(self.subdirectory)
+        return self
 
     @model_validator(mode="after")
     def _ssh_needs_a_host(self) -> ServerConfig:
@@ -74,6 +89,13 @@ class ProjectConfig(_Model):
     name: str = ""
     repository: Path
     branch: str = "main"
+    subdirectory: str | None = None  # a server's own subdirectory wins
+
+    @model_validator(mode="after")
+    def _subdirectory_is_relative(self) -> ProjectConfig:
+        check_subdirectory(self.subdirectory)
+        return self
+
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
 

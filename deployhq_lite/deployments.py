@@ -34,6 +34,7 @@ from .records import (
     Preview,
     utcnow,
 )
+from .selection import select_tree
 from .transports import Transport, Upload
 
 if TYPE_CHECKING:
@@ -62,15 +63,21 @@ def create_deployment(
 ) -> Deployment:
     """Record a new deployment of ``revision`` (default: the branch head), not yet run."""
     config = engine.settings.get_project(project)
-    engine.settings.get_server(project, server)
+    server_config = engine.settings.get_server(project, server)
     repo = engine.source(project)
     end_revision = repo.resolve(revision or config.branch)
+    end_tree = select_tree(
+        engine.snapshots.repo,  # reads the source through it; writes a selection there
+        repo.tree_of(end_revision),
+        subdirectory=server_config.subdirectory or config.subdirectory,
+        exclude=server_config.exclude,
+    )
     return new_deployment(
         engine,
         project,
         server,
         end_revision=end_revision,
-        end_tree=repo.tree_of(end_revision),
+        end_tree=end_tree,
         branch=config.branch,
         mode=mode,
     )

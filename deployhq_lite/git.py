@@ -166,6 +166,14 @@ class Repository:
             return None
         return RawEntry(str(item.id), item.filemode)
 
+    def subtree(self, tree: str, path: str) -> str | None:
+        """The id of the directory ``path`` in ``tree`` (None if it is not one)."""
+        try:
+            item = self._tree(tree)[path]
+        except (KeyError, ValueError):
+            return None
+        return str(item.id) if item.filemode == MODE_TREE else None
+
     def has_path(self, tree: str, path: str) -> bool:
         """Whether ``path`` (a file, symlink or directory) is in ``tree``."""
         try:

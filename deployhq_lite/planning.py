@@ -20,6 +20,7 @@ from .changeset import (
 )
 from .errors import PathOutsideRootError, StoreError
 from .records import Deployment
+from .selection import exclusion_spec
 from .snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
 from .transports import Transport
 
@@ -50,6 +51,10 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
     assert deployment.end_tree is not None
     end = TreeSnapshot(store.repo, deployment.end_tree)
     changeset = changes_between(start, end)
+    target = engine.settings.find_server(deployment.project, deployment.server)
+    spec = exclusion_spec(target.exclude) if target else None
+    if spec is not None:  # excluded now: neither uploaded nor deleted, whatever was stored
+        changeset = Changeset.of([c for c in changeset if not spec.match_file(c.path)])
     _refuse_symlinked_writes(changeset, start, end)
     unfinished = [
         d

@@ -1,0 +1,47 @@
+"""What a deployment puts on a server: a part of the revision, minus excluded paths.
+
+``subdirectory`` (the server's, else the project's) selects part of the repository;
+paths on the server are relative to it. Exclusions are gitignore patterns: the server's
+``exclude`` list plus the revision's own ``.deployignore`` (never deployed itself). The
+result is one tree in the snapshot store, so a rollback restores exactly what a
+deployment put there. Excluded paths are neither uploaded nor deleted on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from pathspec import GitIgnoreSpec
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .git import Repository
+
+DEPLOYIGNORE = ".deployignore"
+
+
+def exclusion_spec(patterns: Iterable[str]) -> GitIgnoreSpec | None:
+    lines = [p for p in patterns if p.strip() and not p.lstrip().startswith("#")]
+    return GitIgnoreSpec.from_lines(lines) if lines else None
+
+
+def select_tree(
+    repo: Repository, tree: str, *, subdirectory: str | None, exclude: Iterable[str]
+) -> str:
+    """The tree to deploy from a revision's ``tree`` (written to ``repo`` if it differs)."""
+    if subdirectory:
+        sub = repo.subtree(tree, subdirectory.strip("/"))
+        if sub is None:
+            raise ConfigError(f"subdirectory {subdirectory!r} is not a directory in this revision")
+        tree = sub
+    lines = list(exclude)
+    ignore_file = repo.tree_entry(tree, DEPLOYIGNORE)
+    if ignore_file is not None:
+        text = repo.read_blob(ignore_file.oid).decode("utf-8", "replace")
+        lines += [*text.splitlines(), "/" + DEPLOYIGNORE]
+    spec = exclusion_spec(lines)
+    if spec is None:
+        return tree
+    return repo.build_tree((p, e) for p, e in repo.walk_tree(tree) if not spec.match_file(p))
