@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -71,12 +72,26 @@ class ServerConfig(_Model):
     host_key_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]+=*$")
     connect_timeout: float = Field(default=15.0, gt=0)
     subdirectory: str | None = None  # deploy only this part of the repository
-    exclude: list[str] = Field(default_factory=list)  # gitignore patterns, never deployed
+    excluded_files: list[str] = Field(default_factory=list)  # gitignore patterns
 
-    @model_validator(mode="after")
-    def _subdirectory_is_relative(self) -> ServerConfig:
-        check_subdirectory(self.subdirectory)
-        return self
+    @field_validator("subdirectory")
+    @classmethod
+    def _subdirectory_is_relative(cls, value: str | None) -> str | None:
+        check_subdirectory(value)
+        return value
+
+    @field_validator("excluded_files")
+    @classmethod
+    def _patterns_parse(cls, patterns: list[str]) -> list[str]:
+        if patterns:
+            from pathspec import GitIgnoreSpec
+
+            for pattern in patterns:
+                try:
+                    GitIgnoreSpec.from_lines([pattern])
+                except ValueError:
+                    raise ValueError(f"pattern {pattern!r} cannot parse") from None
+        return patterns
 
     @model_validator(mode="after")
     def _ssh_needs_a_host(self) -> ServerConfig:
@@ -91,10 +106,11 @@ class ProjectConfig(_Model):
     branch: str = "main"
     subdirectory: str | None = None  # a server's own subdirectory wins
 
-    @model_validator(mode="after")
-    def _subdirectory_is_relative(self) -> ProjectConfig:
-        check_subdirectory(self.subdirectory)
-        return self
+    @field_validator("subdirectory")
+    @classmethod
+    def _subdirectory_is_relative(cls, value: str | None) -> str | None:
+        check_subdirectory(value)
+        return value
 
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 

@@ -70,7 +70,7 @@ def create_deployment(
         engine.snapshots.repo,  # reads the source through it; writes a selection there
         repo.tree_of(end_revision),
         subdirectory=server_config.subdirectory or config.subdirectory,
-        exclude=server_config.exclude,
+        exclude=server_config.excluded_files,
     )
     return new_deployment(
         engine,

@@ -52,7 +52,7 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
     end = TreeSnapshot(store.repo, deployment.end_tree)
     changeset = changes_between(start, end)
     target = engine.settings.find_server(deployment.project, deployment.server)
-    spec = exclusion_spec(target.exclude) if target else None
+    spec = exclusion_spec(target.excluded_files) if target else None
     if spec is not None:  # excluded now: neither uploaded nor deleted, whatever was stored
         changeset = Changeset.of([c for c in changeset if not spec.match_file(c.path)])
     _refuse_symlinked_writes(changeset, start, end)

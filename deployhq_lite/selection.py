@@ -2,7 +2,7 @@
 
 ``subdirectory`` (the server's, else the project's) selects part of the repository;
 paths on the server are relative to it. Exclusions are gitignore patterns: the server's
-``exclude`` list plus the revision's own ``.deployignore`` (never deployed itself). The
+``excluded_files`` list plus the revision's own ``.deployignore`` (never deployed itself). The
 result is one tree in the snapshot store, so a rollback restores exactly what a
 deployment put there. Excluded paths are neither uploaded nor deleted on the server.
 """
@@ -22,9 +22,22 @@ if TYPE_CHECKING:
 DEPLOYIGNORE = ".deployignore"
 
 
-def exclusion_spec(patterns: Iterable[str]) -> GitIgnoreSpec | None:
+def exclusion_spec(patterns: Iterable[str], *, where: str = "") -> GitIgnoreSpec | None:
+    """The patterns compiled; a pattern that cannot parse is a ``ConfigError``."""
     lines = [p for p in patterns if p.strip() and not p.lstrip().startswith("#")]
-    return GitIgnoreSpec.from_lines(lines) if lines else None
+    if not lines:
+        return None
+    try:
+        return GitIgnoreSpec.from_lines(lines)
+    except ValueError:
+        for line in lines:
+            try:
+                GitIgnoreSpec.from_lines([line])
+            except ValueError:
+                raise ConfigError(
+                    f"{where or 'excluded_files'}: pattern {line!r} cannot parse"
+                ) from None
+        raise
 
 
 def select_tree(
@@ -40,6 +53,7 @@ def select_tree(
     ignore_file = repo.tree_entry(tree, DEPLOYIGNORE)
     if ignore_file is not None:
         text = repo.read_blob(ignore_file.oid).decode("utf-8", "replace")
+        exclusion_spec(text.splitlines(), where=DEPLOYIGNORE)  # say which file is wrong
         lines += [*text.splitlines(), "/" + DEPLOYIGNORE]
     spec = exclusion_spec(lines)
     if spec is None:

@@ -33,7 +33,7 @@ def test_a_subdirectory_is_deployed_alone_with_paths_relative_to_it(site: Site) 
 
 
 def test_excluded_paths_are_neither_uploaded_nor_deleted(site: Site) -> None:
-    configure(site, server='exclude = ["*.log", "cache/**", "!keep.log"]\n')
+    configure(site, server='excluded_files = ["*.log", "cache/**", "!keep.log"]\n')
     first = site.repo.commit(
         {"index.html": "1", "debug.log": "d", "keep.log": "k", "cache/x": "c", "a/cache/y": "n"}
     )
@@ -62,7 +62,7 @@ def test_paths_excluded_later_are_left_alone(site: Site) -> None:
     configure(site)
     site.repo.commit({"index.html": "1", "uploads/a.jpg": "a"})
     dhq.deploy("website", "production", config=site.config)
-    configure(site, server='exclude = ["uploads/"]\n')
+    configure(site, server='excluded_files = ["uploads/"]\n')
     site.repo.commit({"index.html": "2", "uploads/a.jpg": None})
     dhq.deploy("website", "production", config=site.config)
     assert site.files() == {"index.html": b"2", "uploads/a.jpg": b"a"}  # not deleted
@@ -99,4 +99,21 @@ def test_bad_subdirectories_are_clear_errors(
     assert done.returncode == code
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    assert not site.root.exists() or not any(site.root.iterdir())
+
+
+def test_patterns_that_cannot_parse_are_one_line_errors(site: Site) -> None:
+    configure(site, server='excluded_files = ["*.log", "!"]\n')
+    site.repo.commit({"index.html": "1"})
+    done = run_cli("deploy", "website", "--server", "production", "--config", site.config)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {site.config}: projects.website.servers.production.excluded_files: "
+        "Value error, pattern '!' cannot parse (got ['*.log', '!'])"
+    ]
+    configure(site)
+    site.repo.commit({".deployignore": "ok\n!\n"})
+    done = run_cli("deploy", "website", "--server", "production", "--config", site.config)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: .deployignore: pattern '!' cannot parse"
     assert not site.root.exists() or not any(site.root.iterdir())
