@@ -41,6 +41,40 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ConfigFileConfig(_Model):
+    """A file written to the server on every deployment (``copy_config_files``), kept
+    in this config (``body``) or in a file on this machine (``body_file``), never in git.
+    At project level, ``servers`` names the servers it goes to (default: all)."""
+
+    path: str
+    body: str | None = None
+    body_file: Path | None = None
+    servers: list[str] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_relative(cls, value: str) -> str:
+        check_subdirectory(value)
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _one_body(self) -> ConfigFileConfig:
+        if (self.body is None) == (self.body_file is None):
+            raise ValueError(f"config file {self.path!r} needs one of body or body_file")
+        return self
+
+    def read(self) -> bytes:
+        if self.body is not None:
+            return self.body.encode()
+        assert self.body_file is not None
+        try:
+            return self.body_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"config file {self.path!r}: cannot read body_file {self.body_file}: {exc.strerror}"
+            ) from None
+
+
 def check_subdirectory(value: str | None) -> None:
     if value is None:
         return
@@ -73,6 +107,7 @@ class ServerConfig(_Model):
     connect_timeout: float = Field(default=15.0, gt=0)
     subdirectory: str | None = None  # deploy only this part of the repository
     excluded_files: list[str] = Field(default_factory=list)  # gitignore patterns
+    config_files: list[ConfigFileConfig] = Field(default_factory=list)
 
     @field_validator("subdirectory")
     @classmethod
@@ -105,6 +140,7 @@ class ProjectConfig(_Model):
     repository: Path
     branch: str = "main"
     subdirectory: str | None = None  # a server's own subdirectory wins
+    config_files: list[ConfigFileConfig] = Field(default_factory=list)
 
     @field_validator("subdirectory")
     @classmethod
@@ -208,6 +244,16 @@ class Settings(BaseSettings):
             return stack.environments.get(server) if stack else None
         found = self.projects.get(project)
         return found.servers.get(server) if found else None
+
+    def config_files(self, project: str, server: str) -> list[ConfigFileConfig]:
+        """The config files a server gets: its own, then the project's that name it (or
+        name no server); a later one for the same path wins."""
+        found = self.projects.get(project)
+        target = found.servers.get(server) if found else None
+        if found is None or target is None:
+            return []
+        shared = [f for f in found.config_files if not f.servers or server in f.servers]
+        return list({f.path: f for f in [*shared, *target.config_files]}.values())
 
     def get_target(self, project: str, server: str) -> tuple[str, ServerConfig]:
         """The display name and the server of a project's server or a stack's
@@ -316,7 +362,15 @@ def _resolve_server(server: _S, key: str, absolute: Any) -> _S:
         value = getattr(server, field)
         if value is not None:
             update[field] = absolute(value)
+    update["config_files"] = _resolve_files(server.config_files, absolute)
     return server.model_copy(update=update)
+
+
+def _resolve_files(files: list[ConfigFileConfig], absolute: Any) -> list[ConfigFileConfig]:
+    return [
+        f.model_copy(update={"body_file": absolute(f.body_file)}) if f.body_file else f
+        for f in files
+    ]
 
 
 def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> Settings:
@@ -329,6 +383,7 @@ def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> 
             update={
                 "name": project.name or key,
                 "repository": absolute(project.repository),
+                "config_files": _resolve_files(project.config_files, absolute),
                 "servers": {
                     skey: _resolve_server(server, skey, absolute)
                     for skey, server in project.servers.items()

@@ -17,11 +17,13 @@ from .changeset import (
     EntryKind,
 )
 from .errors import (
+    ConfigError,
     DeployHQLiteError,
     DeploymentError,
     RollbackNotAllowedError,
     TransportError,
 )
+from .git import MODE_FILE, RawEntry
 from .locking import server_lock
 from .log import get_logger
 from .marker import check_marker, read_marker, write_marker
@@ -34,7 +36,7 @@ from .records import (
     Preview,
     utcnow,
 )
-from .selection import select_tree
+from .selection import overlay, select_tree
 from .transports import Transport, Upload
 
 if TYPE_CHECKING:
@@ -60,18 +62,39 @@ def create_deployment(
     *,
     revision: str | None = None,
     mode: DeploymentMode = DeploymentMode.QUEUE,
+    config_files_only: bool = False,
 ) -> Deployment:
-    """Record a new deployment of ``revision`` (default: the branch head), not yet run."""
+    """Record a new deployment of ``revision`` (default: the branch head), not yet run.
+
+    What it puts on the server is one tree: the revision's selected files (see
+    :mod:`selection`) with the server's config files on top. A config-files-only
+    deployment puts the config files on top of what the server holds.
+    """
     config = engine.settings.get_project(project)
     server_config = engine.settings.get_server(project, server)
-    repo = engine.source(project)
+    repo, store = engine.source(project), engine.snapshots.repo
     end_revision = repo.resolve(revision or config.branch)
-    end_tree = select_tree(
-        engine.snapshots.repo,  # reads the source through it; writes a selection there
-        repo.tree_of(end_revision),
-        subdirectory=server_config.subdirectory or config.subdirectory,
-        exclude=server_config.excluded_files,
-    )
+    files = {
+        f.path: RawEntry(store.write_blob(f.read()), MODE_FILE)
+        for f in engine.settings.config_files(project, server)
+    }
+    if config_files_only:
+        if not files:
+            raise ConfigError(f"server {project}/{server} has no config_files to deploy")
+        latest = engine.history.find_latest_completed(project, server)
+        if latest is not None:
+            end_revision = latest.end_revision
+        base = engine.snapshots.find_tree(latest.identifier) if latest else None
+        end_tree = overlay(store, base, files)
+    else:
+        end_tree = select_tree(
+            store,  # reads the source through it; writes a selection there
+            repo.tree_of(end_revision),
+            subdirectory=server_config.subdirectory or config.subdirectory,
+            exclude=server_config.excluded_files,
+        )
+        if files:
+            end_tree = overlay(store, end_tree, files)
     return new_deployment(
         engine,
         project,
@@ -80,6 +103,7 @@ def create_deployment(
         end_tree=end_tree,
         branch=config.branch,
         mode=mode,
+        config_files_only=config_files_only,
     )
 
 
@@ -95,6 +119,15 @@ def create_rollback(
     """Record a rollback to deployment ``identifier`` after checking DeployHQ's rules."""
     target = engine.get_deployment(project, identifier)
     end_tree = check_rollback(engine, target)
+    if not copy_config_files:  # the server keeps the config files it has now
+        paths = [f.path for f in engine.settings.config_files(project, target.server)]
+        latest = engine.history.find_latest_completed(project, target.server)
+        now = engine.snapshots.find_tree(latest.identifier) if latest else None
+        store = engine.snapshots.repo
+        if paths:
+            end_tree = overlay(
+                store, end_tree, {p: store.tree_entry(now, p) if now else None for p in paths}
+            )
     return new_deployment(
         engine,
         project,
@@ -141,6 +174,7 @@ def new_deployment(
     rollback_of: str | None = None,
     copy_config_files: bool = True,
     run_build_commands: bool = True,
+    config_files_only: bool = False,
 ) -> Deployment:
     project_name, server_config = engine.settings.get_target(project, server)
     latest = engine.history.find_latest_completed(project, server)
@@ -166,6 +200,7 @@ def new_deployment(
         copy_config_files=copy_config_files,
         run_build_commands=run_build_commands,
         rollback_of=rollback_of,
+        config_files_only=config_files_only,
     )
     deployment = engine.history.add(deployment)
     log.info(

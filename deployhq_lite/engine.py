@@ -269,11 +269,15 @@ class Engine:
         break_lock: bool = False,
         override_marker: bool = False,
         on_progress: ProgressCallback | None = None,
+        config_files_only: bool = False,
     ) -> Deployment:
-        """Deploy ``revision`` (default: the branch head) and wait for it to finish."""
+        """Deploy ``revision`` (default: the branch head) and wait for it to finish;
+        ``config_files_only`` writes only the server's config files."""
         from . import deployments
 
-        deployment = deployments.create_deployment(self, project, server, revision=revision)
+        deployment = deployments.create_deployment(
+            self, project, server, revision=revision, config_files_only=config_files_only
+        )
         return deployments.run_deployment(
             self,
             deployment,

@@ -54,7 +54,12 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
     target = engine.settings.find_server(deployment.project, deployment.server)
     spec = exclusion_spec(target.excluded_files) if target else None
     if spec is not None:  # excluded now: neither uploaded nor deleted, whatever was stored
-        changeset = Changeset.of([c for c in changeset if not spec.match_file(c.path)])
+        config = {
+            f.path for f in engine.settings.config_files(deployment.project, deployment.server)
+        }
+        changeset = Changeset.of(
+            [c for c in changeset if c.path in config or not spec.match_file(c.path)]
+        )
     _refuse_symlinked_writes(changeset, start, end)
     unfinished = [
         d

@@ -9,7 +9,7 @@ deployment put there. Excluded paths are neither uploaded nor deleted on the ser
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from pathspec import GitIgnoreSpec
@@ -17,7 +17,7 @@ from pathspec import GitIgnoreSpec
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .git import Repository
+    from .git import RawEntry, Repository
 
 DEPLOYIGNORE = ".deployignore"
 
@@ -59,3 +59,18 @@ def select_tree(
     if spec is None:
         return tree
     return repo.build_tree((p, e) for p, e in repo.walk_tree(tree) if not spec.match_file(p))
+
+
+def overlay(repo: Repository, tree: str | None, files: Mapping[str, RawEntry | None]) -> str:
+    """``tree`` (None: empty) with ``files`` put in, None removing a path. A put file
+    wins over what was in its way: a directory at its path, or a file at a parent."""
+    entries = dict(repo.walk_tree(tree)) if tree else {}
+    for path, entry in files.items():
+        parents = {"/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)}
+        entries = {
+            p: e for p, e in entries.items() if p not in parents and not p.startswith(path + "/")
+        }
+        entries.pop(path, None)
+        if entry is not None:
+            entries[path] = entry
+    return repo.build_tree(entries.items())

@@ -28,6 +28,7 @@ from .common import (
 @click.option("--preview", is_flag=True, help="Only list the changes; write nothing.")
 @click.option("--break-lock", is_flag=True, help="Take over a lock left by a dead deployment.")
 @click.option("--override-marker", is_flag=True, help="Deploy even if the server marker disagrees.")
+@click.option("--config-files-only", is_flag=True, help="Write only the server's config files.")
 @common_options
 def deploy(
     project: str,
@@ -36,6 +37,7 @@ def deploy(
     preview: bool,
     break_lock: bool,
     override_marker: bool,
+    config_files_only: bool,
 ) -> None:
     """Deploy REVISION of PROJECT to a server."""
     with _engine() as engine:
@@ -51,6 +53,7 @@ def deploy(
                 break_lock=break_lock,
                 override_marker=override_marker,
                 on_progress=progress,
+                config_files_only=config_files_only,
             )
         _show(engine, done)
 
