@@ -12,9 +12,10 @@ import re
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -75,12 +76,16 @@ class ConfigFileConfig(_Model):
             ) from None
 
 
-def check_subdirectory(value: str | None) -> None:
+def check_subdirectory(value: str | None) -> str | None:
     if value is None:
-        return
+        return None
     parts = value.strip("/").split("/")
     if not value.strip("/") or any(p in ("", ".", "..") for p in parts) or "\\" in value:
         raise ValueError(f"subdirectory {value!r} must be a plain relative path")
+    return value
+
+
+Subdirectory = Annotated[str | None, AfterValidator(check_subdirectory)]
 
 
 class ServerConfig(_Model):
@@ -105,15 +110,9 @@ class ServerConfig(_Model):
     known_hosts_path: Path | None = None
     host_key_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]+=*$")
     connect_timeout: float = Field(default=15.0, gt=0)
-    subdirectory: str | None = None  # deploy only this part of the repository
+    subdirectory: Subdirectory = None  # deploy only this part of the repository
     excluded_files: list[str] = Field(default_factory=list)  # gitignore patterns
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
-
-    @field_validator("subdirectory")
-    @classmethod
-    def _subdirectory_is_relative(cls, value: str | None) -> str | None:
-        check_subdirectory(value)
-        return value
 
     @field_validator("excluded_files")
     @classmethod
@@ -139,14 +138,8 @@ class ProjectConfig(_Model):
     name: str = ""
     repository: Path
     branch: str = "main"
-    subdirectory: str | None = None  # a server's own subdirectory wins
+    subdirectory: Subdirectory = None  # a server's own subdirectory wins
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
-
-    @field_validator("subdirectory")
-    @classmethod
-    def _subdirectory_is_relative(cls, value: str | None) -> str | None:
-        check_subdirectory(value)
-        return value
 
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
