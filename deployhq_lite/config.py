@@ -76,6 +76,17 @@ class ConfigFileConfig(_Model):
             ) from None
 
 
+class SSHCommandConfig(_Model):
+    """A command run on the server (over SSH; in the root for local servers) before or
+    after the file changes. It comes from this config only, never from a repository."""
+
+    command: str = Field(min_length=1)
+    when: Literal["before", "after"] = "after"
+    halt_on_error: bool = True
+    timeout: float = Field(default=300.0, gt=0)
+    run: Literal["always", "first_deployment"] = "always"
+
+
 def check_subdirectory(value: str | None) -> str | None:
     if value is None:
         return None
@@ -113,6 +124,7 @@ class ServerConfig(_Model):
     subdirectory: Subdirectory = None  # deploy only this part of the repository
     excluded_files: list[str] = Field(default_factory=list)  # gitignore patterns
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
+    ssh_commands: list[SSHCommandConfig] = Field(default_factory=list)
 
     @field_validator("excluded_files")
     @classmethod

@@ -29,6 +29,7 @@ from .log import get_logger
 from .marker import check_marker, read_marker, write_marker
 from .planning import Plan, plan, settle
 from .records import (
+    CommandResult,
     Deployment,
     DeploymentMode,
     DeploymentStatus,
@@ -40,6 +41,7 @@ from .selection import overlay, select_tree
 from .transports import Transport, Upload
 
 if TYPE_CHECKING:
+    from .config import SSHCommandConfig
     from .engine import Engine
 
 ROLLBACK_CONFIG_FILES = "Cannot rollback a config files deployment"
@@ -309,6 +311,8 @@ def _run_locked(
     )
     log.info("deployment.started", deployment=deployment.identifier, **the_plan.changeset.counts())
     engine.emit("deployment.started", deployment)
+    commands = _commands(engine, deployment, first=the_plan.start is None)
+    _run_commands(engine, deployment, transport, commands, "before")  # nothing touched yet
     source = None if deployment.is_rollback else engine.source(deployment.project)
     assert deployment.end_tree is not None
     engine.snapshots.keep(deployment.identifier, deployment.end_tree, the_plan.changeset, source)
@@ -322,6 +326,7 @@ def _run_locked(
             identifier=deployment.identifier,
             failed_path=path,
         )
+    _run_commands(engine, deployment, transport, commands, "after")
     write_marker(transport, deployment)
     deployment = engine.history.update(
         deployment, status=DeploymentStatus.COMPLETED, completed_at=utcnow()
@@ -329,6 +334,44 @@ def _run_locked(
     log.info("deployment.completed", deployment=deployment.identifier)
     engine.emit("deployment.finished", deployment)
     return deployment
+
+
+def _commands(engine: Engine, deployment: Deployment, *, first: bool) -> list[SSHCommandConfig]:
+    """The server's SSH commands this run executes (``first_deployment`` ones only when
+    the server has had no deployment yet)."""
+    target = engine.settings.find_server(deployment.project, deployment.server)
+    return [c for c in (target.ssh_commands if target else []) if c.run == "always" or first]
+
+
+def _run_commands(
+    engine: Engine,
+    deployment: Deployment,
+    transport: Transport,
+    commands: list[SSHCommandConfig],
+    when: str,
+) -> None:
+    """Run the ``when`` commands in order, recording each; a failing one with
+    ``halt_on_error`` stops the deployment (the marker is not moved)."""
+    for command in (c for c in commands if c.when == when):
+        log.info("command.started", deployment=deployment.identifier, when=when)
+        status, output, seconds = transport.run_command(command.command, timeout=command.timeout)
+        result = CommandResult(command.command, when, status, output, seconds, status is None)
+        engine.history.add_command_result(deployment.identifier, result)
+        if result.ok:
+            continue
+        why = (
+            f"timed out after {command.timeout:g} s"
+            if result.timed_out
+            else f"exited with status {status}"
+        )
+        log.warning("command.failed", deployment=deployment.identifier, when=when, why=why)
+        if command.halt_on_error:
+            where = "before any file changed" if when == "before" else "after the file changes"
+            raise DeploymentError(
+                f"deployment {deployment.identifier}: {when} command {command.command!r} "
+                f"{why} ({where}); the server marker was not moved",
+                identifier=deployment.identifier,
+            )
 
 
 def _recover_committed(

@@ -216,3 +216,30 @@ class Release:
             "deployed": self.deployed,
             "items": [item.to_json() for item in self.items],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """An SSH command a deployment ran: its exit status (None if it timed out) and the
+    last of its output (stdout and stderr together)."""
+
+    command: str
+    when: str  # "before" or "after"
+    exit_status: int | None
+    output: str
+    duration: float
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and not self.timed_out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "when": self.when,
+            "exit_status": self.exit_status,
+            "timed_out": self.timed_out,
+            "duration": round(self.duration, 3),
+            "output": self.output,
+        }

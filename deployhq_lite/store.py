@@ -20,6 +20,7 @@ from . import git
 from .changeset import Changeset
 from .errors import StoreError
 from .records import (
+    CommandResult,
     Deployment,
     DeploymentMode,
     DeploymentStatus,
@@ -124,6 +125,17 @@ CREATE TABLE IF NOT EXISTS release_captures (
     before_version INTEGER,
     deployment TEXT NOT NULL REFERENCES deployments (identifier)
 );
+CREATE TABLE IF NOT EXISTS command_results (
+    deployment TEXT NOT NULL REFERENCES deployments (identifier),
+    seq INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    exit_status INTEGER,
+    output TEXT NOT NULL,
+    duration REAL NOT NULL,
+    timed_out INTEGER NOT NULL,
+    PRIMARY KEY (deployment, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (
     server_key TEXT PRIMARY KEY,
     deployment TEXT NOT NULL,
@@ -295,6 +307,41 @@ class History:
             (DeploymentStatus.COMPLETED.value, stack, environment, locale, uid),
         ).fetchall()
         return [int(row[0]) for row in rows]
+
+    # -- command results -----------------------------------------------------------------
+
+    def add_command_result(self, identifier: str, result: CommandResult) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO command_results VALUES ((?), "
+                "(SELECT COUNT(*) FROM command_results WHERE deployment = ?), ?, ?, ?, ?, ?, ?)",
+                (
+                    identifier,
+                    identifier,
+                    result.command,
+                    result.when,
+                    result.exit_status,
+                    result.output,
+                    result.duration,
+                    int(result.timed_out),
+                ),
+            )
+
+    def command_results(self, identifier: str) -> list[CommandResult]:
+        rows = self._db.execute(
+            "SELECT * FROM command_results WHERE deployment = ? ORDER BY seq", (identifier,)
+        ).fetchall()
+        return [
+            CommandResult(
+                r["command"],
+                r["phase"],
+                r["exit_status"],
+                r["output"],
+                r["duration"],
+                bool(r["timed_out"]),
+            )
+            for r in rows
+        ]
 
     # -- file outcomes -----------------------------------------------------------------
 

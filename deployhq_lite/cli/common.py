@@ -204,13 +204,22 @@ def echo_changes(
 
 
 def _show(engine: Engine, d: Deployment) -> None:
+    commands = engine.history.command_results(d.identifier)
     if _opts().json:
         data = d.to_json()
         data["changes"] = [c.to_json() for c in engine.file_changes(d.identifier)]
+        if commands:
+            data["commands"] = [c.to_json() for c in commands]
         _print_json(data)
-    else:  # the first paths and the counts: a 50,000-file deploy prints 200
-        changes = engine.file_changes(d.identifier, limit=SHOWN)
-        echo_deployment(d, changes, engine.change_counts(d.identifier))
+        return
+    # the first paths and the counts: a 50,000-file deploy prints 200
+    changes = engine.file_changes(d.identifier, limit=SHOWN)
+    echo_deployment(d, changes, engine.change_counts(d.identifier))
+    for c in commands:
+        status = "timed out" if c.timed_out else f"exit {c.exit_status}"
+        click.echo(f"  command  [{c.when}] {c.command} ({status}, {c.duration:.1f} s)")
+        for line in c.output.splitlines()[-20:]:
+            click.echo(f"    | {line}")
 
 
 # -- commands ---------------------------------------------------------------------------------

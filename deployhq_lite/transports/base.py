@@ -106,6 +106,12 @@ class Transport(Protocol):
     def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None: ...
     def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None: ...
     def sync(self) -> None: ...
+    def run_command(self, command: str, *, timeout: float) -> CommandOutcome: ...
+
+
+# (exit status or None when it timed out, the last of its output, seconds it took)
+CommandOutcome = tuple[int | None, str, float]
+OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output kept (the end of it)
 
 
 def check_relative(path: str, *, allow_root: bool = False) -> str:
@@ -192,6 +198,11 @@ class BaseTransport(abc.ABC):
                 on_done(path, exc)
             else:
                 on_done(path, None)
+
+    def run_command(self, command: str, *, timeout: float) -> CommandOutcome:
+        raise TransportError(
+            f"server {self.server}: this transport cannot run commands", server=self.server
+        )
 
     # -- for backends -------------------------------------------------------------------
 

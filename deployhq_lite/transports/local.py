@@ -15,7 +15,10 @@ import errno
 import functools
 import hashlib
 import os
+import signal
 import stat as st
+import subprocess
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,8 +26,10 @@ from pathlib import Path
 
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
 from .base import (
+    OUTPUT_LIMIT,
     TEMP_SUFFIX,
     BaseTransport,
+    CommandOutcome,
     DoneCallback,
     RemoteEntry,
     RemoteKind,
@@ -217,6 +222,29 @@ class LocalTransport(BaseTransport):
                     raise
                 removed.append(path)
         return removed
+
+    def run_command(self, command: str, *, timeout: float) -> CommandOutcome:
+        """Run an operator's command (from the config only) with the root as its cwd."""
+        self._require_open()
+        started = time.monotonic()
+        with subprocess.Popen(  # noqa: S602 - the operator's own command line, from config
+            command,
+            shell=True,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        ) as proc:
+            try:
+                out, _ = proc.communicate(timeout=timeout)
+                status: int | None = proc.returncode
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the shell and what it started
+                out, _ = proc.communicate()
+                status = None
+        text = out[-OUTPUT_LIMIT:].decode("utf-8", "replace")
+        return status, text, time.monotonic() - started
 
     def sync(self) -> None:
         """Make everything written so far durable: one ``syncfs`` for the root's filesystem."""

@@ -19,9 +19,11 @@ import functools
 import hashlib
 import logging
 import os
+import shlex
 import socket
 import stat as st
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -61,8 +63,10 @@ from ..errors import (
 )
 from ..log import get_logger
 from .base import (
+    OUTPUT_LIMIT,
     TEMP_SUFFIX,
     BaseTransport,
+    CommandOutcome,
     DoneCallback,
     RemoteEntry,
     RemoteKind,
@@ -486,6 +490,34 @@ class SFTPTransport(BaseTransport):
     def sync(self) -> None:
         """Nothing to do: each file was closed (and renamed) on the server before this."""
         self._require_open()
+
+    def run_command(self, command: str, *, timeout: float) -> CommandOutcome:
+        """Run an operator's command (from the config only) on the SSH connection of this
+        deployment, in the root; stdout and stderr together."""
+        self._require_open()
+        assert self._ssh is not None
+        started = time.monotonic()
+        with self._map_errors(""):
+            channel = self._ssh.open_session(timeout=self.config.connect_timeout)
+            try:
+                channel.set_combine_stderr(True)
+                channel.settimeout(0.2)
+                channel.exec_command(f"cd {shlex.quote(self._root)} && {command}")
+                out = bytearray()
+                while not (channel.exit_status_ready() and not channel.recv_ready()):
+                    if time.monotonic() - started > timeout:
+                        return None, _tail(out), time.monotonic() - started
+                    try:
+                        data = channel.recv(32768)
+                    except TimeoutError:
+                        continue
+                    if not data and channel.exit_status_ready():
+                        break
+                    out += data
+                    del out[: max(0, len(out) - OUTPUT_LIMIT)]
+                return channel.recv_exit_status(), _tail(out), time.monotonic() - started
+            finally:
+                channel.close()
 
     # -- pipelined batches -------------------------------------------------------------------
 
@@ -958,3 +990,7 @@ def _remove_quietly(sftp: paramiko.SFTPClient, full: str) -> None:
 def _unsupported(exc: Exception) -> bool:
     code = getattr(exc, "errno", None)
     return "unsupported" in str(exc).lower() or code == SFTP_OP_UNSUPPORTED
+
+
+def _tail(out: bytearray) -> str:
+    return bytes(out[-OUTPUT_LIMIT:]).decode("utf-8", "replace")
