@@ -321,11 +321,12 @@ def add_item(
     if action == "publish":
         catalog.files(uid, number)  # a deleted version cannot be published
     wanted = tuple(dict.fromkeys(locales or []))
+    known = {
+        loc for e in engine.settings.get_stack(stack).environments.values() for loc in e.locales
+    }
     for locale in wanted:
-        if not any(
-            locale in e.locales for e in engine.settings.get_stack(stack).environments.values()
-        ):
-            raise UnknownNameError("locale", locale, [], scope=f"stack {stack!r}")
+        if locale not in known:
+            raise UnknownNameError("locale", locale, known, scope=f"stack {stack!r}")
     items = {item.uid: item for item in release.items}
     items[uid] = ReleaseItem(uid, number if action == "publish" else None, action, wanted)
     if with_references and action == "publish":

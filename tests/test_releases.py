@@ -284,3 +284,12 @@ def test_release_and_rollback_over_ssh(content: Stack, sshd, protocol: str, tmp_
     assert delivered(root) == {
         f"{loc}/entries/post/hello.json": entry("hello v2").encode() for loc in ("en-us", "fr-fr")
     }
+
+
+def test_an_item_locale_must_belong_to_the_stack(content: Stack) -> None:
+    release = new_release(content)
+    code, _, err = content.cli(
+        "releases", "add-item", "blog", release, "hello", "--locale", "de-de"
+    )
+    assert code == 2
+    assert "unknown locale 'de-de' in stack 'blog' (known: en-us, fr-fr)" in err
