@@ -17,12 +17,11 @@ from common import (
     BenchError,
     GitTree,
     Row,
+    alternate,
     copy_tree,
-    fmt_times,
     git,
     git_tree,
     log,
-    median,
     remove,
     run,
     settle,
@@ -156,27 +155,7 @@ class Bench:
 def _repeat(
     bench: Bench, label: str, steps: dict[str, Callable[[int], float]]
 ) -> dict[str, list[float]]:
-    """Run every step once per round, in order (A B A B), and report each side.
-
-    The first ``bench.warmup`` rounds are not counted: the first bulk writes after
-    a previous run's clean-up are often much slower on this kind of VM disk.
-    """
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(bench.warmup + bench.repeat):
-        times = {name: step(i) for name, step in steps.items()}
-        done = ", ".join(f"{name} {elapsed:.3f} s" for name, elapsed in times.items())
-        if i < bench.warmup:
-            log(f"  {label} warm-up {i + 1}/{bench.warmup} (not counted): {done}")
-            continue
-        for name, elapsed in times.items():
-            samples[name].append(elapsed)
-        log(f"  {label} run {i + 1 - bench.warmup}/{bench.repeat}: {done}")
-    for name, values in samples.items():
-        log(
-            f"  {name:<24} median {median(values):7.3f} s  min {min(values):7.3f} s"
-            f"   runs: {fmt_times(values)}"
-        )
-    return samples
+    return alternate(label, steps, repeat=bench.repeat, warmup=bench.warmup)
 
 
 # -- the cases ---------------------------------------------------------------------------------

@@ -20,11 +20,10 @@ from common import (
     BenchError,
     GitTree,
     Row,
+    alternate,
     copy_tree,
-    fmt_times,
     git_tree,
     log,
-    median,
     remove,
     run,
     settle,
@@ -196,24 +195,8 @@ class Bench:
         return ["sftp", "-q", "-b", str(batch), "-P", str(s.port), *self.ssh_options(), target]
 
 
-def alternate(bench: Bench, label: str, steps: dict[str, Callable[[int], float]]) -> Samples:
-    """Run every step once per round, in order (A B A B); the first rounds are warm-up."""
-    samples: Samples = {name: [] for name in steps}
-    for i in range(bench.warmup + bench.repeat):
-        times = {name: step(i) for name, step in steps.items()}
-        done = ", ".join(f"{name} {elapsed:.3f} s" for name, elapsed in times.items())
-        if i < bench.warmup:
-            log(f"  {label} warm-up {i + 1}/{bench.warmup} (not counted): {done}")
-            continue
-        for name, elapsed in times.items():
-            samples[name].append(elapsed)
-        log(f"  {label} run {i + 1 - bench.warmup}/{bench.repeat}: {done}")
-    for name, values in samples.items():
-        log(
-            f"  {name:<24} median {median(values):7.3f} s  min {min(values):7.3f} s"
-            f"   runs: {fmt_times(values)}"
-        )
-    return samples
+def _alternate(bench: Bench, label: str, steps: dict[str, Callable[[int], float]]) -> Samples:
+    return alternate(label, steps, repeat=bench.repeat, warmup=bench.warmup)
 
 
 class Peak:
@@ -272,7 +255,7 @@ def case_small(bench: Bench) -> list[Row]:
         return elapsed
 
     steps = {"deployhq-lite": _initial(bench, "small", peak), "rsync -a -e ssh": rsync}
-    runs = alternate(bench, "small files", steps)
+    runs = _alternate(bench, "small files", steps)
     case = f"(1) initial, {files} files 1-8 KiB"
     bench.rss.append(peak.line(case))
     ours, ref = runs["deployhq-lite"], runs["rsync -a -e ssh"]
@@ -297,7 +280,7 @@ def case_mb(bench: Bench) -> list[Row]:
         remove(parent)
         return elapsed
 
-    runs = alternate(
+    runs = _alternate(
         bench, "1 MiB files", {"deployhq-lite": _initial(bench, "mb", peak), "scp -r": scp}
     )
     case = f"(2) initial, {files} x 1 MiB"
@@ -320,7 +303,9 @@ def case_big(bench: Bench) -> list[Row]:
         remove(dest)
         return elapsed
 
-    runs = alternate(bench, "big file", {"deployhq-lite": _initial(bench, "big", peak), "scp": scp})
+    runs = _alternate(
+        bench, "big file", {"deployhq-lite": _initial(bench, "big", peak), "scp": scp}
+    )
     log("  peak RSS: one more deploy per size, untimed, with descendants sampled")
     for tag, size in (("big64", 64), ("big", mib)):
         scenario = bench.scenario(f"rss-{tag}")
@@ -370,7 +355,7 @@ def case_delete(bench: Bench) -> list[Row]:
         return elapsed
 
     try:
-        runs = alternate(bench, "deletes", {"deployhq-lite": ours, "sftp -b": sftp})
+        runs = _alternate(bench, "deletes", {"deployhq-lite": ours, "sftp -b": sftp})
     finally:
         remove(dest)
     case = f"(4) delete {count} files"
@@ -401,7 +386,7 @@ def case_noop(bench: Bench) -> list[Row]:
         return elapsed
 
     try:
-        runs = alternate(bench, "no-op", {"deployhq-lite": ours, "rsync -a -e ssh": rsync})
+        runs = _alternate(bench, "no-op", {"deployhq-lite": ours, "rsync -a -e ssh": rsync})
     finally:
         remove(dest)
     case = f"(5) no-op, {len(bench.trees['small'])} files"

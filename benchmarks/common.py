@@ -407,3 +407,29 @@ def print_table(rows: Sequence[Row]) -> None:
     for r in rows:
         if r.error:
             log(f"ERROR in {r.case}: {r.error}")
+
+
+def alternate(
+    label: str, steps: dict[str, Callable[[int], float]], *, repeat: int, warmup: int
+) -> dict[str, list[float]]:
+    """Run every step once per round, in order (A B A B), and report each side.
+
+    The first ``warmup`` rounds are not counted: the first bulk writes after a previous
+    run's clean-up are often much slower on this kind of VM disk.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeat):
+        times = {name: step(i) for name, step in steps.items()}
+        done = ", ".join(f"{name} {elapsed:.3f} s" for name, elapsed in times.items())
+        if i < warmup:
+            log(f"  {label} warm-up {i + 1}/{warmup} (not counted): {done}")
+            continue
+        for name, elapsed in times.items():
+            samples[name].append(elapsed)
+        log(f"  {label} run {i + 1 - warmup}/{repeat}: {done}")
+    for name, values in samples.items():
+        log(
+            f"  {name:<24} median {median(values):7.3f} s  min {min(values):7.3f} s"
+            f"   runs: {fmt_times(values)}"
+        )
+    return samples
