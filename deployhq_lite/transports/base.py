@@ -9,6 +9,7 @@ Ordering, the revision marker, locking and progress belong to the engine.
 from __future__ import annotations
 
 import abc
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,15 @@ from ..errors import PathOutsideRootError, TransportError, TransportStateError
 # Files are written to ``.<name>.dhq-tmp`` beside ``<name>`` and renamed over it; the
 # changeset refuses tree paths with such names (they would be clobbered mid-deploy).
 TEMP_SUFFIX = ".dhq-tmp"
+
+
+def temp_name(name: str) -> str:
+    """The temp name for ``name`` in the same directory (stable, so re-runs reuse it)."""
+    tmp = f".{name}{TEMP_SUFFIX}"
+    if len(tmp.encode()) <= 255:
+        return tmp
+    return f".{hashlib.sha256(name.encode()).hexdigest()[:32]}{TEMP_SUFFIX}"
+
 
 RemoteKind = Literal["file", "dir", "symlink", "other"]
 

@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 import errno
 import functools
-import hashlib
 import os
 import signal
 import stat as st
@@ -27,7 +26,6 @@ from pathlib import Path
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
 from .base import (
     OUTPUT_LIMIT,
-    TEMP_SUFFIX,
     BaseTransport,
     CommandOutcome,
     DoneCallback,
@@ -36,6 +34,7 @@ from .base import (
     Source,
     Upload,
     check_relative,
+    temp_name,
 )
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -50,14 +49,6 @@ _STREAM_MIN = 4 * 1024 * 1024  # bigger files are written in pieces, in order
 _PIECE = 1024 * 1024
 
 Outcome = tuple[str, TransportError | None]
-
-
-def temp_name(name: str) -> str:
-    """The temp name for ``name`` in the same directory (stable, so re-runs reuse it)."""
-    tmp = f".{name}{TEMP_SUFFIX}"
-    if len(tmp.encode()) <= 255:
-        return tmp
-    return f".{hashlib.sha256(name.encode()).hexdigest()[:32]}{TEMP_SUFFIX}"
 
 
 class LocalTransport(BaseTransport):

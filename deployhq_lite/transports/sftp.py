@@ -73,6 +73,7 @@ from .base import (
     Source,
     Upload,
     check_relative,
+    temp_name,
 )
 
 if TYPE_CHECKING:
@@ -355,12 +356,10 @@ class SFTPTransport(BaseTransport):
     def stat(self, path: str) -> RemoteEntry | None:
         self._require_open()
         with self._map_errors(path):
-            full = self._full(path, create=False)
-            if full is None:
+            found = self._lstat(path)
+            if found is None:
                 return None
-            attrs = _lstat_or_none(self._client(), full)
-            if attrs is None:
-                return None
+            full, attrs = found
             mode = attrs.st_mode or 0
             kind: RemoteKind = "other"
             target = None
@@ -375,12 +374,10 @@ class SFTPTransport(BaseTransport):
     def read_file(self, path: str) -> bytes | None:
         self._require_open()
         with self._map_errors(path):
-            full = self._full(path, create=False)
-            if full is None:
+            found = self._lstat(path)
+            if found is None:
                 return None
-            attrs = _lstat_or_none(self._client(), full)
-            if attrs is None:
-                return None
+            full, attrs = found
             if not st.S_ISREG(attrs.st_mode or 0):  # never follow a symlink, never a dir
                 raise IsADirectoryError(errno.EISDIR, "not a regular file", full)
             with self._client().open(full, "rb") as f:
@@ -585,6 +582,12 @@ class SFTPTransport(BaseTransport):
     def _new_pipe(self) -> _Pipe:
         self._pipe = _Pipe(self._client())
         return self._pipe
+
+    def _lstat(self, path: str) -> tuple[str, Any] | None:
+        """The remote path and its lstat attributes; None if it (or a parent) is missing."""
+        full = self._full(path, create=False)
+        attrs = None if full is None else _lstat_or_none(self._client(), full)
+        return None if full is None or attrs is None else (full, attrs)
 
     def _full(self, path: str, *, create: bool) -> str | None:
         """The remote path for ``path``; its parent directories checked (or made) first.
@@ -969,10 +972,7 @@ def _secret(env: str | None, file: Path | None, what: str) -> str | None:
 
 def _temp(full: str) -> str:
     parent, _, name = full.rpartition("/")
-    tmp = f".{name}{TEMP_SUFFIX}"
-    if len(tmp.encode()) > 255:
-        tmp = f".{hashlib.sha256(name.encode()).hexdigest()[:32]}{TEMP_SUFFIX}"
-    return f"{parent}/{tmp}"
+    return f"{parent}/{temp_name(name)}"
 
 
 def _lstat_or_none(sftp: paramiko.SFTPClient, full: str) -> Any:

@@ -19,8 +19,8 @@ from deployhq_lite.errors import (
     TransportStateError,
 )
 from deployhq_lite.testing.plugin import read_tree
-from deployhq_lite.transports.base import Transport
-from deployhq_lite.transports.local import TEMP_SUFFIX, LocalTransport
+from deployhq_lite.transports.base import TEMP_SUFFIX, Transport
+from deployhq_lite.transports.local import LocalTransport
 from deployhq_lite.transports.memory import MemoryFile, MemorySymlink, MemoryTransport
 
 SERVER = "contract/server"  # the label every backend gets; errors must name it

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from deployhq_lite.errors import PathOutsideRootError, RemotePathError, TransportError
-from deployhq_lite.transports.base import Upload
-from deployhq_lite.transports.local import TEMP_SUFFIX, LocalTransport, temp_name
+from deployhq_lite.transports.base import TEMP_SUFFIX, Upload, temp_name
+from deployhq_lite.transports.local import LocalTransport
 
 
 @pytest.fixture
