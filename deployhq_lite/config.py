@@ -276,6 +276,8 @@ class Settings(BaseSettings):
         return _lookup("environment", environments, environment, scope=f"stack {stack!r}")
 
     def get_user(self, name: str | None) -> tuple[str, UserConfig]:
+        """The acting user: ``name``, else ``$DEPLOYHQ_LITE_USER``."""
+        name = name or os.environ.get(f"{ENV_PREFIX}USER")
         if not name:
             raise ConfigError(f"say who you are: --user NAME or {ENV_PREFIX}USER")
         return name, _lookup("user", self.users, name)

@@ -152,9 +152,6 @@ class Engine:
         published before, one document in an environment's locales (default all)."""
         from .releases import entry_change
 
-        name = user or os.environ.get(f"{config_module.ENV_PREFIX}USER")
-        self.settings.get_user(name)
-        assert name is not None
         target: int | Literal["latest"] | None = (
             None if unpublish else rollback_to or version or "latest"
         )
@@ -165,7 +162,7 @@ class Engine:
             environment=environment,
             locales=list(locales or []),
             version=target,
-            user=name,
+            user=user,
             rollback=rollback_to is not None,
         )
 

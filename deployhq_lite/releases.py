@@ -206,13 +206,13 @@ def entry_change(
     environment: str,
     locales: list[str],
     version: int | Literal["latest"] | None,
-    user: str,
+    user: str | None,
     rollback: bool = False,
 ) -> PublishResult:
     """``entries publish`` (version or latest), ``unpublish`` (None) and ``rollback``
     (a version that was published there before: a publish event like any other)."""
-    _, config = engine.settings.get_user(user)
-    check_may_deploy(user, config, stack, environment)
+    name, config = engine.settings.get_user(user)
+    check_may_deploy(name, config, stack, environment)
     targets = locales_of(engine, stack, environment, locales)
     document = engine.catalog(stack).get(uid)
     if version == "latest":
@@ -232,7 +232,7 @@ def entry_change(
                 )
     changes = [PublishChange(uid, locale, version) for locale in targets]
     return publish(
-        engine, stack, environment, changes, user=user, origin="rollback" if rollback else "entry"
+        engine, stack, environment, changes, user=name, origin="rollback" if rollback else "entry"
     )
 
 
@@ -243,18 +243,9 @@ def _refuse(message: str, code: str) -> ReleaseRefusedError:
     return ReleaseRefusedError(message, code=code)
 
 
-def _acting(engine: Engine, user: str | None) -> tuple[str, UserConfig]:
-    import os
-
-    from .config import ENV_PREFIX
-
-    name = user or os.environ.get(f"{ENV_PREFIX}USER")
-    return engine.settings.get_user(name)
-
-
 def get_release(engine: Engine, stack: str, uid: str, user: str | None) -> Release:
     """A release the user may see (a non-admin sees only their own rollback releases)."""
-    name, config = _acting(engine, user)
+    name, config = engine.settings.get_user(user)
     engine.settings.get_stack(stack)
     release = engine.releases.find(uid)
     if (
@@ -268,7 +259,7 @@ def get_release(engine: Engine, stack: str, uid: str, user: str | None) -> Relea
 
 
 def list_releases(engine: Engine, stack: str, user: str | None) -> list[Release]:
-    name, config = _acting(engine, user)
+    name, config = engine.settings.get_user(user)
     engine.settings.get_stack(stack)
     return [
         r
@@ -278,7 +269,7 @@ def list_releases(engine: Engine, stack: str, user: str | None) -> list[Release]
 
 
 def create_release(engine: Engine, stack: str, name: str, user: str | None) -> Release:
-    creator, _ = _acting(engine, user)
+    creator, _ = engine.settings.get_user(user)
     engine.settings.get_stack(stack)
     if not name.strip():
         raise _refuse("a release needs a name", "invalid")
@@ -368,7 +359,7 @@ def deploy_release(
 ) -> PublishResult | Release:
     """Deploy a release (or schedule it: the release is returned); a rollback release
     restores what its original found, document by document, where nothing changed."""
-    name, config = _acting(engine, user)
+    name, config = engine.settings.get_user(user)
     release = get_release(engine, stack, release_uid, name)
     check_may_deploy(name, config, stack, environment)
     targets = locales_of(engine, stack, environment, list(locales or []))
@@ -505,7 +496,7 @@ def _changed_since(event: PublishEvent | None) -> str:
 
 def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | None) -> Release:
     """The user's rollback release of a deployed release: made once, then returned."""
-    name, _ = _acting(engine, user)
+    name, _ = engine.settings.get_user(user)
     original = get_release(engine, stack, release_uid, name)
     if original.is_rollback:
         raise _refuse(
@@ -550,7 +541,7 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
 
 def delete_release(engine: Engine, stack: str, release_uid: str, user: str | None) -> Release:
     """Delete a release (its creator or an admin); live content is never touched."""
-    name, config = _acting(engine, user)
+    name, config = engine.settings.get_user(user)
     release = get_release(engine, stack, release_uid, name)
     if release.creator != name and not config.is_admin:
         raise _refuse(
