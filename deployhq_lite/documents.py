@@ -103,8 +103,10 @@ class Catalog:
         entry = self.repo.tree_entry(version.tree, version.path)
         if entry is not None:
             return [(version.path, entry)]
-        prefix = version.path + "/"
-        return [(p, e) for p, e in self.repo.walk_tree(version.tree) if p.startswith(prefix)]
+        directory = self.repo.subtree(version.tree, version.path)  # an asset's files
+        if directory is None:
+            return []
+        return [(f"{version.path}/{p}", e) for p, e in self.repo.walk_tree(directory)]
 
     def references(self, uid: str, number: int) -> list[str]:
         """The uids listed under ``_references`` in an entry's JSON (none for assets)."""
