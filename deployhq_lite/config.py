@@ -55,8 +55,7 @@ class ConfigFileConfig(_Model):
     @field_validator("path")
     @classmethod
     def _path_is_relative(cls, value: str) -> str:
-        check_subdirectory(value)
-        return value.strip("/")
+        return plain_relative(value, "path").strip("/")
 
     @model_validator(mode="after")
     def _one_body(self) -> ConfigFileConfig:
@@ -87,13 +86,16 @@ class SSHCommandConfig(_Model):
     run: Literal["always", "first_deployment"] = "always"
 
 
-def check_subdirectory(value: str | None) -> str | None:
-    if value is None:
-        return None
+def plain_relative(value: str, what: str) -> str:
+    """``value`` if it is a relative path without ``.``, ``..``, empty parts or ``\\``."""
     parts = value.strip("/").split("/")
     if not value.strip("/") or any(p in ("", ".", "..") for p in parts) or "\\" in value:
-        raise ValueError(f"subdirectory {value!r} must be a plain relative path")
+        raise ValueError(f"{what} {value!r} must be a plain relative path")
     return value
+
+
+def check_subdirectory(value: str | None) -> str | None:
+    return None if value is None else plain_relative(value, "subdirectory")
 
 
 Subdirectory = Annotated[str | None, AfterValidator(check_subdirectory)]
@@ -152,7 +154,6 @@ class ProjectConfig(_Model):
     branch: str = "main"
     subdirectory: Subdirectory = None  # a server's own subdirectory wins
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
-
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
 
 
