@@ -18,7 +18,6 @@ import errno
 import functools
 import os
 import socket
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import paramiko
+
+from deployhq_lite.testing.sshd import keygen
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,15 +49,6 @@ class SFTPTestServer:
     host_key_public: str  # "ssh-ed25519 AAAA..."
     known_hosts: Path  # OpenSSH known_hosts naming [127.0.0.1]:port
     errors: list[str] = field(default_factory=list)  # unexpected exceptions in handlers
-
-
-def _keygen(path: Path) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sftp-test", "-f", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path.with_suffix(".pub").read_text().strip()
 
 
 class _Outside(PermissionError):
@@ -319,8 +311,8 @@ def start_sftp_server(directory: Path) -> Iterator[SFTPTestServer]:
     directory.mkdir(parents=True, exist_ok=True)
     keys = directory.parent / f"{directory.name}-keys"
     keys.mkdir(exist_ok=True)
-    host_public = _keygen(keys / "host_key")
-    _keygen(keys / "user_key")
+    host_public = keygen(keys / "host_key")
+    keygen(keys / "user_key")
     errors: list[str] = []
     listener = _Listener(
         directory,

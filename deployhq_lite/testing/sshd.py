@@ -47,7 +47,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _keygen(path: Path) -> str:
+def keygen(path: Path) -> str:
+    """Make an ed25519 key pair without a passphrase at ``path``; return the public line."""
     subprocess.run(
         [
             "ssh-keygen",
@@ -92,8 +93,8 @@ def _config(directory: Path, port: int) -> str:
 def start_sshd(directory: Path, *, timeout: float = 10.0) -> Iterator[SSHServer]:
     """Start sshd in the foreground; stop it (and wait for it) when the block ends."""
     directory.mkdir(parents=True, exist_ok=True)
-    host_public = _keygen(directory / "host_key")
-    user_public = _keygen(directory / "user_key")
+    host_public = keygen(directory / "host_key")
+    user_public = keygen(directory / "user_key")
     (directory / "authorized_keys").write_text(user_public + "\n")
     port = free_port()
     (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n")
