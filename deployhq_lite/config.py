@@ -148,13 +148,74 @@ class ServerConfig(_Model):
         return self
 
 
+class BuildCommandConfig(_Model):
+    """A build command, run on this machine in an isolated checkout of the end revision
+    (``/bin/sh -c``). It comes from this config only, never from a repository."""
+
+    command: str = Field(min_length=1)
+    timeout: float = Field(default=600.0, gt=0)
+
+
+def check_relative(value: str) -> str:
+    return plain_relative(value, "path").strip("/")
+
+
+def check_optional_relative(value: str | None) -> str | None:
+    return None if value is None else check_relative(value)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_environment(variables: dict[str, str]) -> dict[str, str]:
+    for key in variables:
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"{key!r} is not an environment variable name")
+    return variables
+
+
+class ServerGroupConfig(_Model):
+    """Servers deployed together as one deployment, one after another or all at once."""
+
+    name: str = ""
+    servers: list[str] = Field(min_length=1)
+    transfer_order: Literal["parallel", "sequential"] = "parallel"
+
+    @field_validator("servers")
+    @classmethod
+    def _listed_once(cls, servers: list[str]) -> list[str]:
+        if len(set(servers)) != len(servers):
+            raise ValueError("a server is listed twice")
+        return servers
+
+
 class ProjectConfig(_Model):
     name: str = ""
     repository: Path
     branch: str = "main"
     subdirectory: Subdirectory = None  # a server's own subdirectory wins
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
+    build_commands: list[BuildCommandConfig] = Field(default_factory=list)
+    build_output: Annotated[str | None, AfterValidator(check_optional_relative)] = None
+    build_cache: list[Annotated[str, AfterValidator(check_relative)]] = Field(default_factory=list)
+    build_environment: Annotated[dict[str, str], AfterValidator(check_environment)] = Field(
+        default_factory=dict
+    )  # extra variables for the build commands
     servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    server_groups: dict[str, ServerGroupConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _groups_name_servers(self) -> ProjectConfig:
+        for key, group in self.server_groups.items():
+            if key in self.servers:
+                raise ValueError(f"server group {key!r} has the name of a server")
+            unknown = [s for s in group.servers if s not in self.servers]
+            if unknown:
+                raise ValueError(
+                    f"server group {key!r} lists {', '.join(map(repr, unknown))}, "
+                    f"not a server of this project (servers: {', '.join(self.servers) or 'none'})"
+                )
+        return self
 
 
 class UserConfig(_Model):
@@ -268,6 +329,19 @@ class Settings(BaseSettings):
             key = project.removeprefix(STACK_PREFIX)
             return self.get_stack(key).name, self.get_environment(key, server)
         return self.get_project(project).name, self.get_server(project, server)
+
+    def find_group(self, project: str, key: str) -> ServerGroupConfig | None:
+        found = self.projects.get(project)
+        return found.server_groups.get(key) if found else None
+
+    def check_destination(self, project: str, name: str) -> None:
+        """Refuse ``name`` unless it is a server or a server group of ``project``."""
+        config = self.get_project(project)
+        if name not in config.servers and name not in config.server_groups:
+            known = [*config.servers, *config.server_groups]
+            raise UnknownNameError(
+                "server or server group", name, known, scope=f"project {project!r}"
+            )
 
     def get_stack(self, key: str) -> StackConfig:
         return _lookup("stack", self.stacks, key)

@@ -29,6 +29,7 @@ from .log import get_logger
 from .marker import check_marker, read_marker, write_marker
 from .planning import Plan, plan, settle
 from .records import (
+    GROUP,
     CommandResult,
     Deployment,
     DeploymentMode,
@@ -65,13 +66,27 @@ def create_deployment(
     revision: str | None = None,
     mode: DeploymentMode = DeploymentMode.QUEUE,
     config_files_only: bool = False,
+    group: str | None = None,
 ) -> Deployment:
-    """Record a new deployment of ``revision`` (default: the branch head), not yet run.
+    """Record a new deployment of ``revision`` (default: the branch head), not yet run;
+    ``server`` may name a server group (see :mod:`groups`).
 
     What it puts on the server is one tree: the revision's selected files (see
     :mod:`selection`) with the server's config files on top. A config-files-only
     deployment puts the config files on top of what the server holds.
     """
+    engine.settings.check_destination(project, server)
+    if engine.settings.find_group(project, server) is not None:
+        from .groups import create_group_deployment
+
+        return create_group_deployment(
+            engine,
+            project,
+            server,
+            revision=revision,
+            mode=mode,
+            config_files_only=config_files_only,
+        )
     config = engine.settings.get_project(project)
     server_config = engine.settings.get_server(project, server)
     repo, store = engine.source(project), engine.snapshots.repo
@@ -106,6 +121,7 @@ def create_deployment(
         branch=config.branch,
         mode=mode,
         config_files_only=config_files_only,
+        group=group,
     )
 
 
@@ -120,7 +136,39 @@ def create_rollback(
 ) -> Deployment:
     """Record a rollback to deployment ``identifier`` after checking DeployHQ's rules."""
     target = engine.get_deployment(project, identifier)
+    if target.is_group:
+        from .groups import create_group_rollback
+
+        return create_group_rollback(
+            engine,
+            target,
+            mode=mode,
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
+        )
     end_tree = check_rollback(engine, target)
+    return rollback_to(
+        engine,
+        target,
+        end_tree,
+        mode=mode,
+        copy_config_files=copy_config_files,
+        run_build_commands=run_build_commands,
+    )
+
+
+def rollback_to(
+    engine: Engine,
+    target: Deployment,
+    end_tree: str,
+    *,
+    mode: DeploymentMode,
+    copy_config_files: bool,
+    run_build_commands: bool,
+    group: str | None = None,
+) -> Deployment:
+    """Record a (checked) rollback of ``target``'s server to ``end_tree``."""
+    project = target.project
     if not copy_config_files:  # the server keeps the config files it has now
         paths = [f.path for f in engine.settings.config_files(project, target.server)]
         latest = engine.history.find_latest_completed(project, target.server)
@@ -141,6 +189,7 @@ def create_rollback(
         rollback_of=target.identifier,
         copy_config_files=copy_config_files,
         run_build_commands=run_build_commands,
+        group=group,
     )
 
 
@@ -170,24 +219,33 @@ def new_deployment(
     server: str,
     *,
     end_revision: str,
-    end_tree: str,
+    end_tree: str | None,
     branch: str,
     mode: DeploymentMode,
     rollback_of: str | None = None,
     copy_config_files: bool = True,
     run_build_commands: bool = True,
     config_files_only: bool = False,
+    group: str | None = None,
 ) -> Deployment:
-    project_name, server_config = engine.settings.get_target(project, server)
+    """Add a deployment to the history, not yet run (``end_tree`` None: a group's)."""
+    found = engine.settings.find_group(project, server)
+    if found is not None:
+        project_name = engine.settings.get_project(project).name
+        server_name, protocol_type = found.name, GROUP
+    else:
+        project_name, server_config = engine.settings.get_target(project, server)
+        server_name, protocol_type = server_config.name, server_config.protocol_type
     latest = engine.history.find_latest_completed(project, server)
     deployment = Deployment(
         identifier=str(uuid.uuid4()),
         project=project,
         project_name=project_name,
         server=server,
-        server_name=server_config.name,
+        server_name=server_name,
         server_identifier=engine.server_identifier(project, server),
-        protocol_type=server_config.protocol_type,
+        protocol_type=protocol_type,
+        group=group,
         start_revision=latest.end_revision if latest else None,
         start_deployment=latest.identifier if latest else None,
         end_revision=end_revision,
@@ -222,6 +280,10 @@ def new_deployment(
 
 def run_preview(engine: Engine, deployment: Deployment) -> Preview:
     """Compute the file changes of a preview deployment; nothing is written to the server."""
+    if deployment.is_group:
+        from .groups import run_group_preview
+
+        return run_group_preview(engine, deployment)
     the_plan = plan(engine, deployment)
     engine.history.record_changes(
         deployment.identifier,
@@ -250,6 +312,16 @@ def run_deployment(
     on_progress: ProgressCallback | None = None,
 ) -> Deployment:
     """Run a pending deployment to completion; raise if it is refused or fails."""
+    if deployment.is_group:
+        from .groups import run_group
+
+        return run_group(
+            engine,
+            deployment,
+            break_lock=break_lock,
+            override_marker=override_marker,
+            on_progress=on_progress,
+        )
     key = f"{deployment.project}/{deployment.server}"
     try:
         with server_lock(

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
@@ -54,6 +55,12 @@ class Engine:
 
     def __enter__(self) -> Self:
         return self
+
+    def fork(self) -> Engine:
+        """Another Engine on the same settings and hooks, for use in another thread."""
+        other = Engine(self.settings)
+        other._hooks = self._hooks
+        return other
 
     def __exit__(
         self,
@@ -246,14 +253,38 @@ class Engine:
     ) -> list[Deployment]:
         self.settings.get_project(project)
         if server is not None:
-            self.settings.get_server(project, server)
+            self.settings.check_destination(project, server)
         return self.history.query(project, server, limit=limit, offset=offset)
 
+    def members(self, deployment: Deployment) -> list[Deployment]:
+        """A group deployment's per-server deployments (none for any other)."""
+        return self.history.members(deployment.identifier) if deployment.is_group else []
+
     def file_changes(self, identifier: str, *, limit: int = -1) -> list[FileOutcome]:
-        return self.history.outcomes(identifier, limit=limit)
+        """Per-file outcomes; a group deployment's are its servers' (``server`` set)."""
+        found = self.history.find(identifier)
+        if found is None or not found.is_group:
+            return self.history.outcomes(identifier, limit=limit)
+        combined: list[FileOutcome] = []
+        for member in self.history.members(identifier):
+            left = -1 if limit < 0 else limit - len(combined)
+            if left == 0:
+                break
+            combined.extend(
+                dataclasses.replace(c, server=member.server)
+                for c in self.history.outcomes(member.identifier, limit=left)
+            )
+        return combined
 
     def change_counts(self, identifier: str) -> dict[str, int]:
-        return self.history.change_counts(identifier)
+        found = self.history.find(identifier)
+        if found is None or not found.is_group:
+            return self.history.change_counts(identifier)
+        total: dict[str, int] = {}
+        for member in self.history.members(identifier):
+            for kind, n in self.history.change_counts(member.identifier).items():
+                total[kind] = total.get(kind, 0) + n
+        return total
 
     # -- the DeployHQ model ----------------------------------------------------------------------
 
@@ -328,4 +359,8 @@ class Engine:
 
     def get_preview(self, project: str, identifier: str) -> Preview:
         deployment = self.get_deployment(project, identifier)
-        return Preview(deployment, tuple(self.history.outcomes(deployment.identifier)))
+        return Preview(
+            deployment,
+            tuple(self.file_changes(deployment.identifier)),
+            tuple(self.members(deployment)),
+        )

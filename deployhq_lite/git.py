@@ -495,7 +495,8 @@ def _git_env() -> dict[str, str]:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    # a name of its own: another thread or process may copy the same object right now
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)

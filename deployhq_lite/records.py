@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +23,9 @@ class DeploymentMode(StrEnum):
     PREVIEW = "preview"
 
 
+GROUP = "group"  # the protocol_type of a deployment to a server group
+
+
 class OutcomeStatus(StrEnum):
     PENDING = "pending"
     DONE = "done"
@@ -35,9 +39,12 @@ class FileOutcome:
     change: str  # a ChangeKind value
     status: OutcomeStatus = OutcomeStatus.PENDING
     error: str | None = None
+    server: str | None = None  # set in a group deployment's combined list
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "change": self.change}
+        if self.server is not None:
+            out["server"] = self.server
         if self.status is not OutcomeStatus.PREVIEWED:
             out["status"] = self.status.value
         if self.error:
@@ -75,6 +82,7 @@ class Deployment:
     started_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
+    group: str | None = None  # the group deployment this per-server one is part of
     seq: int = 0
 
     @property
@@ -82,11 +90,18 @@ class Deployment:
         return self.rollback_of is not None
 
     @property
+    def is_group(self) -> bool:
+        """A deployment to a server group: one per-server deployment per member."""
+        return self.protocol_type == GROUP
+
+    @property
     def is_preview(self) -> bool:
         return self.mode is DeploymentMode.PREVIEW
 
-    def to_json(self) -> dict[str, Any]:
-        """DeployHQ's response shape (plus ``rollback_of`` and ``error``)."""
+    def to_json(self, members: Sequence[Deployment] = ()) -> dict[str, Any]:
+        """DeployHQ's response shape (plus ``rollback_of`` and ``error``); a group
+        deployment lists its ``members`` (per-server deployments) under ``servers``."""
+        servers = [m.server_json() for m in members] if self.is_group else [self.server_json()]
         return {
             "identifier": self.identifier,
             "status": self.status.value,
@@ -102,17 +117,34 @@ class Deployment:
                 "started_at": _api_time(self.started_at),
                 "completed_at": _api_time(self.completed_at),
             },
-            "servers": [
-                {
-                    "name": self.server_name,
-                    "identifier": self.server_identifier,
-                    "protocol_type": self.protocol_type,
-                }
-            ],
+            "servers": servers,
             "project": {"name": self.project_name, "permalink": self.project},
             "rollback_of": self.rollback_of,
             "error": self.error,
+            **(
+                {"server_group": self.server, "group_name": self.server_name}
+                if self.is_group
+                else {}
+            ),
         }
+
+    def server_json(self) -> dict[str, Any]:
+        """This deployment's server, as listed under ``servers``."""
+        out: dict[str, Any] = {
+            "name": self.server_name,
+            "identifier": self.server_identifier,
+            "protocol_type": self.protocol_type,
+        }
+        if self.group is not None:  # its own run inside a group deployment
+            out.update(
+                server=self.server,
+                deployment=self.identifier,
+                status=self.status.value,
+                start_revision=self.start_revision,
+                end_revision=self.end_revision,
+                error=self.error,
+            )
+        return out
 
 
 def _api_time(value: str | None) -> str | None:
@@ -137,9 +169,13 @@ class Preview:
 
     deployment: Deployment
     changes: tuple[FileOutcome, ...]
+    members: tuple[Deployment, ...] = ()  # a group deployment's per-server deployments
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.deployment.to_json(), "changes": [c.to_json() for c in self.changes]}
+        return {
+            **self.deployment.to_json(self.members),
+            "changes": [c.to_json() for c in self.changes],
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from .records import (
     ReleaseItem,
 )
 
-SCHEMA_VERSION = 2  # 2: stacks (publish events, releases)
+SCHEMA_VERSION = 3  # 2: stacks (publish events, releases); 3: server groups
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     queued_at TEXT NOT NULL,
     started_at TEXT,
     completed_at TEXT,
-    error TEXT
+    error TEXT,
+    group_id TEXT
 );
 CREATE INDEX IF NOT EXISTS deployments_by_server ON deployments (project, server, seq);
 CREATE TABLE IF NOT EXISTS file_outcomes (
@@ -145,7 +146,7 @@ CREATE TABLE IF NOT EXISTS locks (
 """
 
 _FIELDS = [f.name for f in dataclasses.fields(Deployment)]
-_COLUMNS = [name for name in _FIELDS if name != "seq"]
+_COLUMNS = [name if name != "group" else "group_id" for name in _FIELDS if name != "seq"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,9 +170,25 @@ class History:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open history database {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to this schema (additive only)."""
+        self._db.execute("BEGIN IMMEDIATE")  # two processes may open an old file at once
+        try:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(deployments)")}
+            if "group_id" not in columns:  # made by schema version 2
+                self._db.execute("ALTER TABLE deployments ADD COLUMN group_id TEXT")
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (group_id, seq)"
+            )
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -192,7 +209,7 @@ class History:
     # -- deployments -----------------------------------------------------------------
 
     def add(self, deployment: Deployment) -> Deployment:
-        values = [_to_sql(getattr(deployment, name)) for name in _COLUMNS]
+        values = [_to_sql(getattr(deployment, name)) for name in _FIELDS if name != "seq"]
         marks = ", ".join("?" * len(_COLUMNS))
         with self._transaction() as db:
             cur = db.execute(
@@ -220,13 +237,24 @@ class History:
     def query(
         self, project: str, server: str | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[Deployment]:
+        """Newest first: one server's (or group's) deployments, or, without ``server``,
+        the project's top-level ones (a group deployment, not its per-server parts)."""
         sql = "SELECT * FROM deployments WHERE project = ?"
         args: list[Any] = [project]
         if server is not None:
             sql += " AND server = ?"
             args.append(server)
+        else:
+            sql += " AND group_id IS NULL"
         sql += " ORDER BY seq DESC LIMIT ? OFFSET ?"
         rows = self._db.execute(sql, [*args, limit, offset]).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def members(self, group: str) -> list[Deployment]:
+        """The per-server deployments of group deployment ``group``, in server order."""
+        rows = self._db.execute(
+            "SELECT * FROM deployments WHERE group_id = ? ORDER BY seq", (group,)
+        ).fetchall()
         return [_from_row(row) for row in rows]
 
     def find_latest_completed(self, project: str, server: str) -> Deployment | None:
@@ -409,6 +437,7 @@ def _to_sql(value: Any) -> Any:
 
 def _from_row(row: sqlite3.Row) -> Deployment:
     data = dict(zip(row.keys(), row, strict=True))
+    data["group"] = data.pop("group_id")
     data["status"] = DeploymentStatus(data["status"])
     data["mode"] = DeploymentMode(data["mode"])
     for flag in ("copy_config_files", "run_build_commands", "config_files_only"):

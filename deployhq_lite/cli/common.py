@@ -198,24 +198,43 @@ def echo_changes(
     sign = {"added": "+", "modified": "M", "deleted": "-"}
     for c in changes[:limit]:
         flag = "" if c.status.value in ("done", "previewed") else f"  [{c.status.value}]"
-        click.echo(f"    {sign[c.change]} {c.path}{flag}")
+        where = f"{c.server}: " if c.server else ""
+        click.echo(f"    {sign[c.change]} {where}{c.path}{flag}")
     if total > limit:
         click.echo(f"    ... and {total - limit} more (use --json for all)")
 
 
 def _show(engine: Engine, d: Deployment) -> None:
-    commands = engine.history.command_results(d.identifier)
+    """A deployment with its outcomes; a group deployment with each server's too."""
+    members = engine.members(d)
     if _opts().json:
-        data = d.to_json()
+        data = d.to_json(members)
         data["changes"] = [c.to_json() for c in engine.file_changes(d.identifier)]
-        if commands:
-            data["commands"] = [c.to_json() for c in commands]
+        _add_commands(engine, d, data)
+        for server, member in zip(data["servers"] if members else [], members, strict=True):
+            server["changes"] = [c.to_json() for c in engine.file_changes(member.identifier)]
+            _add_commands(engine, member, server)
         _print_json(data)
         return
     # the first paths and the counts: a 50,000-file deploy prints 200
     changes = engine.file_changes(d.identifier, limit=SHOWN)
     echo_deployment(d, changes, engine.change_counts(d.identifier))
-    for c in commands:
+    _echo_commands(engine, d)
+    for m in members:
+        click.echo(f"  server   {m.server}: {m.status.value} ({m.identifier})")
+        if m.error:
+            click.echo(f"    error  {m.error}")
+        _echo_commands(engine, m)
+
+
+def _add_commands(engine: Engine, d: Deployment, data: dict[str, Any]) -> None:
+    commands = engine.history.command_results(d.identifier)
+    if commands:
+        data["commands"] = [c.to_json() for c in commands]
+
+
+def _echo_commands(engine: Engine, d: Deployment) -> None:
+    for c in engine.history.command_results(d.identifier):
         status = "timed out" if c.timed_out else f"exit {c.exit_status}"
         click.echo(f"  command  [{c.when}] {c.command} ({status}, {c.duration:.1f} s)")
         for line in c.output.splitlines()[-20:]:

@@ -23,7 +23,9 @@ from .common import (
 
 @cli.command()
 @click.argument("project")
-@click.option("--server", "-s", required=True, help="Server name (the table key in the config).")
+@click.option(
+    "--server", "-s", required=True, help="Server or server group (its table key in the config)."
+)
 @click.option("--revision", "-r", help="Any git revision (default: the project's branch head).")
 @click.option("--preview", is_flag=True, help="Only list the changes; write nothing.")
 @click.option("--break-lock", is_flag=True, help="Take over a lock left by a dead deployment.")
@@ -124,7 +126,7 @@ def deployments() -> None:
 
 @deployments.command("list")
 @click.argument("project")
-@click.option("--server", "-s", help="Only this server's deployments.")
+@click.option("--server", "-s", help="Only this server's (or server group's) deployments.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @common_options
@@ -140,7 +142,7 @@ def list_deployments(project: str, server: str | None, limit: int, page: int) ->
                         "per_page": limit,
                         "offset": (page - 1) * limit,
                     },
-                    "records": [d.to_json() for d in found],
+                    "records": [d.to_json(engine.members(d)) for d in found],
                 }
             )
             return
