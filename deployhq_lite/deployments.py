@@ -51,6 +51,7 @@ ROLLBACK_LATEST = "Cannot rollback the latest deployment"
 ROLLBACK_IMPOSSIBLE = "Deployment cannot be rolled back"
 
 ProgressCallback = Callable[[int, int, str], None]
+OutputCallback = Callable[[str], None]  # a line of build output, as it comes
 
 log = get_logger(__name__)
 
@@ -88,14 +89,11 @@ def create_deployment(
             config_files_only=config_files_only,
         )
     config = engine.settings.get_project(project)
-    server_config = engine.settings.get_server(project, server)
     repo, store = engine.source(project), engine.snapshots.repo
     end_revision = repo.resolve(revision or config.branch)
-    files = {
-        f.path: RawEntry(store.write_blob(f.read()), MODE_FILE)
-        for f in engine.settings.config_files(project, server)
-    }
+    end_tree: str | None = None
     if config_files_only:
+        files = config_file_entries(engine, project, server)
         if not files:
             raise ConfigError(f"server {project}/{server} has no config_files to deploy")
         latest = engine.history.find_latest_completed(project, server)
@@ -103,15 +101,8 @@ def create_deployment(
             end_revision = latest.end_revision
         base = engine.snapshots.find_tree(latest.identifier) if latest else None
         end_tree = overlay(store, base, files)
-    else:
-        end_tree = select_tree(
-            store,  # reads the source through it; writes a selection there
-            repo.tree_of(end_revision),
-            subdirectory=server_config.subdirectory or config.subdirectory,
-            exclude=server_config.excluded_files,
-        )
-        if files:
-            end_tree = overlay(store, end_tree, files)
+    elif not config.build_commands:  # with them, the tree is known once the build ran
+        end_tree = server_tree(engine, project, server, repo.tree_of(end_revision))
     return new_deployment(
         engine,
         project,
@@ -123,6 +114,57 @@ def create_deployment(
         config_files_only=config_files_only,
         group=group,
     )
+
+
+def server_tree(
+    engine: Engine,
+    project: str,
+    server: str,
+    source: str,
+    *,
+    built: bool = False,
+    copy_config_files: bool = True,
+) -> str:
+    """What a deployment puts on ``server`` from ``source`` (a revision's tree, or with
+    ``built`` a build's output): the server's selection of it (:mod:`selection`) with
+    its config files on top, or, without ``copy_config_files``, the ones it holds now."""
+    config = engine.settings.get_project(project)
+    server_config = engine.settings.get_server(project, server)
+    store = engine.snapshots.repo
+    # a build_output is the project's deployed directory; a server may take part of it
+    project_sub = None if built and config.build_output else config.subdirectory
+    tree = select_tree(
+        store,  # reads the source through it; writes a selection there
+        source,
+        subdirectory=server_config.subdirectory or project_sub,
+        exclude=server_config.excluded_files,
+    )
+    files = (
+        config_file_entries(engine, project, server)
+        if copy_config_files
+        else config_files_now(engine, project, server)
+    )
+    return overlay(store, tree, files) if files else tree
+
+
+def config_file_entries(engine: Engine, project: str, server: str) -> dict[str, RawEntry | None]:
+    """The server's config files as the config says them now."""
+    store = engine.snapshots.repo
+    return {
+        f.path: RawEntry(store.write_blob(f.read()), MODE_FILE)
+        for f in engine.settings.config_files(project, server)
+    }
+
+
+def config_files_now(engine: Engine, project: str, server: str) -> dict[str, RawEntry | None]:
+    """The server's config file paths as its latest deployment left them (None: absent)."""
+    latest = engine.history.find_latest_completed(project, server)
+    now = engine.snapshots.find_tree(latest.identifier) if latest else None
+    store = engine.snapshots.repo
+    return {
+        f.path: store.tree_entry(now, f.path) if now else None
+        for f in engine.settings.config_files(project, server)
+    }
 
 
 def create_rollback(
@@ -167,23 +209,23 @@ def rollback_to(
     run_build_commands: bool,
     group: str | None = None,
 ) -> Deployment:
-    """Record a (checked) rollback of ``target``'s server to ``end_tree``."""
+    """Record a (checked) rollback of ``target``'s server to ``end_tree``; with
+    ``run_build_commands`` and build commands configured, the tree is rebuilt at run
+    time from the target's end revision instead."""
     project = target.project
-    if not copy_config_files:  # the server keeps the config files it has now
-        paths = [f.path for f in engine.settings.config_files(project, target.server)]
-        latest = engine.history.find_latest_completed(project, target.server)
-        now = engine.snapshots.find_tree(latest.identifier) if latest else None
-        store = engine.snapshots.repo
-        if paths:
-            end_tree = overlay(
-                store, end_tree, {p: store.tree_entry(now, p) if now else None for p in paths}
-            )
+    tree: str | None = end_tree
+    if run_build_commands and engine.settings.get_project(project).build_commands:
+        tree = None
+    elif not copy_config_files:  # the server keeps the config files it has now
+        files = config_files_now(engine, project, target.server)
+        if files:
+            tree = overlay(engine.snapshots.repo, end_tree, files)
     return new_deployment(
         engine,
         project,
         target.server,
         end_revision=target.end_revision,
-        end_tree=end_tree,
+        end_tree=tree,
         branch=target.branch,
         mode=mode,
         rollback_of=target.identifier,
@@ -278,12 +320,71 @@ def new_deployment(
 # -- running ----------------------------------------------------------------------------------
 
 
-def run_preview(engine: Engine, deployment: Deployment) -> Preview:
-    """Compute the file changes of a preview deployment; nothing is written to the server."""
+def build(
+    engine: Engine,
+    waiting: list[Deployment],
+    *,
+    record: Deployment,
+    on_output: OutputCallback | None = None,
+) -> list[Deployment]:
+    """Run the project's build commands once for deployments whose tree waits on them
+    (one deployment, or a group's members: same project and end revision) and give
+    each its server's part of the output. The commands' results are kept on ``record``;
+    a failing build raises ``BuildError`` before anything touches a server."""
+    from .builds import run_build
+
+    first = waiting[0]
+    log.info("build.queued", deployment=record.identifier, revision=first.end_revision)
+    result = run_build(
+        source=engine.source(first.project),
+        store=engine.snapshots.repo,
+        revision=first.end_revision,
+        project=engine.settings.get_project(first.project),
+        work_root=engine.state_dir / "builds",
+        cache_root=engine.state_dir / "build-cache" / first.project,
+        variables={
+            "DEPLOYHQ_PROJECT": first.project,
+            "DEPLOYHQ_SERVER": record.server,
+            "DEPLOYHQ_DEPLOYMENT": record.identifier,
+            "DEPLOYHQ_BRANCH": first.branch,
+            "DEPLOYHQ_START_REVISION": record.start_revision or "",
+            "DEPLOYHQ_END_REVISION": first.end_revision,
+            "DEPLOYHQ_ROLLBACK": "1" if record.is_rollback else "0",
+        },
+        on_output=on_output,
+        on_command=lambda r: engine.history.add_command_result(record.identifier, r),
+    )
+    return [
+        engine.history.update(
+            d,
+            end_tree=server_tree(
+                engine,
+                d.project,
+                d.server,
+                result.tree,
+                built=True,
+                copy_config_files=d.copy_config_files,
+            ),
+        )
+        for d in waiting
+    ]
+
+
+def run_preview(
+    engine: Engine, deployment: Deployment, *, on_output: OutputCallback | None = None
+) -> Preview:
+    """Compute the file changes of a preview deployment; nothing is written to the server
+    (a project with build commands builds first: the changes are the output's)."""
     if deployment.is_group:
         from .groups import run_group_preview
 
-        return run_group_preview(engine, deployment)
+        return run_group_preview(engine, deployment, on_output=on_output)
+    if deployment.end_tree is None:
+        try:
+            deployment = build(engine, [deployment], record=deployment, on_output=on_output)[0]
+        except DeployHQLiteError as exc:
+            _mark_failed(engine, deployment, str(exc))
+            raise
     the_plan = plan(engine, deployment)
     engine.history.record_changes(
         deployment.identifier,
@@ -310,6 +411,7 @@ def run_deployment(
     break_lock: bool = False,
     override_marker: bool = False,
     on_progress: ProgressCallback | None = None,
+    on_output: OutputCallback | None = None,
 ) -> Deployment:
     """Run a pending deployment to completion; raise if it is refused or fails."""
     if deployment.is_group:
@@ -321,9 +423,12 @@ def run_deployment(
             break_lock=break_lock,
             override_marker=override_marker,
             on_progress=on_progress,
+            on_output=on_output,
         )
     key = f"{deployment.project}/{deployment.server}"
     try:
+        if deployment.end_tree is None:  # nothing touches the server before the build
+            deployment = build(engine, [deployment], record=deployment, on_output=on_output)[0]
         with server_lock(
             engine.history, key, deployment.identifier, break_lock=break_lock
         ) as pushed_aside:

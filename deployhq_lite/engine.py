@@ -23,7 +23,7 @@ from .records import Deployment, DeploymentMode, FileOutcome, HookEvent, Preview
 if TYPE_CHECKING:
     from . import git
     from .config import Settings
-    from .deployments import ProgressCallback
+    from .deployments import OutputCallback, ProgressCallback
     from .documents import Catalog
     from .releases import PublishResult
     from .store import History, ReleaseStore, SnapshotStore
@@ -298,9 +298,11 @@ class Engine:
         override_marker: bool = False,
         on_progress: ProgressCallback | None = None,
         config_files_only: bool = False,
+        on_output: OutputCallback | None = None,
     ) -> Deployment:
-        """Deploy ``revision`` (default: the branch head) and wait for it to finish;
-        ``config_files_only`` writes only the server's config files."""
+        """Deploy ``revision`` (default: the branch head) to a server or server group and
+        wait for it to finish; ``config_files_only`` writes only the config files;
+        ``on_output`` gets each line the build commands print."""
         from . import deployments
 
         deployment = deployments.create_deployment(
@@ -312,16 +314,24 @@ class Engine:
             break_lock=break_lock,
             override_marker=override_marker,
             on_progress=on_progress,
+            on_output=on_output,
         )
 
-    def preview(self, project: str, server: str, *, revision: str | None = None) -> Preview:
+    def preview(
+        self,
+        project: str,
+        server: str,
+        *,
+        revision: str | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> Preview:
         """The file changes deploying ``revision`` would make; nothing is written."""
         from . import deployments
 
         deployment = deployments.create_deployment(
             self, project, server, revision=revision, mode=DeploymentMode.PREVIEW
         )
-        return deployments.run_preview(self, deployment)
+        return deployments.run_preview(self, deployment, on_output=on_output)
 
     def rollback(
         self,
@@ -334,6 +344,7 @@ class Engine:
         break_lock: bool = False,
         override_marker: bool = False,
         on_progress: ProgressCallback | None = None,
+        on_output: OutputCallback | None = None,
     ) -> Deployment:
         """Roll the server back to ``deployment``; ``mode="preview"`` only lists the changes."""
         from . import deployments
@@ -348,13 +359,14 @@ class Engine:
             run_build_commands=run_build_commands,
         )
         if mode is DeploymentMode.PREVIEW:
-            return deployments.run_preview(self, created).deployment
+            return deployments.run_preview(self, created, on_output=on_output).deployment
         return deployments.run_deployment(
             self,
             created,
             break_lock=break_lock,
             override_marker=override_marker,
             on_progress=on_progress,
+            on_output=on_output,
         )
 
     def get_preview(self, project: str, identifier: str) -> Preview:

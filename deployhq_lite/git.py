@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,7 @@ MODE_EXECUTABLE = 0o100755
 MODE_SYMLINK = 0o120000
 MODE_GITLINK = 0o160000
 MODE_TREE = 0o040000
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 _DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
 
@@ -252,6 +254,66 @@ class Repository:
                 self._repo.odb.write(obj[0], obj[1])
             count += 1
         return count
+
+    # -- directories on disk ---------------------------------------------------------------
+
+    def export_tree(self, tree: str, dest: Path) -> None:
+        """Write ``tree``'s files into the existing empty directory ``dest``.
+
+        Files get mode 0o644 or 0o755, symlinks are made as symlinks, gitlinks are
+        skipped. Every directory is made before any file or symlink, and nothing is
+        overwritten, so no write can go through a symlink the tree itself made. Entry
+        names ``.``, ``..``, ``.git`` or holding ``/`` are refused (RepositoryError).
+        """
+        blobs: list[tuple[Path, RawEntry]] = []
+        stack: list[tuple[Path, pygit2.Tree]] = [(dest, self._tree(tree))]
+        while stack:
+            directory, node = stack.pop()
+            for item in node:
+                name = _checked_name(str(item.name), self.path)
+                if item.filemode == MODE_TREE:
+                    (directory / name).mkdir()
+                    stack.append((directory / name, self._repo[item.id].peel(pygit2.Tree)))
+                elif item.filemode != MODE_GITLINK:
+                    blobs.append((directory / name, RawEntry(str(item.id), item.filemode)))
+        with self.open_blob_reader([e.oid for _, e in blobs]) as reader:
+            for target, entry in blobs:
+                source = reader.open(entry.oid)
+                try:
+                    _write_entry(target, entry.mode, source)
+                except FileExistsError:
+                    raise RepositoryError(f"tree {tree} names {target} twice") from None
+                finally:
+                    source.close()
+
+    def tree_from_directory(self, path: Path) -> str:
+        """Write the directory ``path`` into this repository as a tree; return its id.
+
+        Files are blobs (100755 when the owner may execute them, else 100644), symlinks
+        are 120000 blobs of their target and are never followed, empty directories are
+        left out as git does. A ``.git`` entry is refused rather than skipped (the output
+        of a build must not hold one), and so are sockets, FIFOs and devices.
+        """
+        builder = self._repo.TreeBuilder()
+        with os.scandir(path) as entries:
+            for entry in entries:
+                oid_mode = self._disk_entry(Path(entry.path), entry.stat(follow_symlinks=False))
+                if oid_mode is not None:
+                    builder.insert(entry.name, *oid_mode)
+        return str(builder.write())
+
+    def _disk_entry(self, path: Path, st: os.stat_result) -> tuple[pygit2.Oid, int] | None:
+        if path.name == ".git":
+            raise RepositoryError(f"refusing to store {path}: a .git directory or file")
+        if stat.S_ISLNK(st.st_mode):
+            return self._repo.create_blob(os.fsencode(os.readlink(path))), MODE_SYMLINK
+        if stat.S_ISREG(st.st_mode):
+            mode = MODE_EXECUTABLE if st.st_mode & stat.S_IXUSR else MODE_FILE
+            return self._repo.create_blob_fromdisk(str(path)), mode
+        if stat.S_ISDIR(st.st_mode):
+            subtree = self.tree_from_directory(path)
+            return None if subtree == EMPTY_TREE else (pygit2.Oid(hex=subtree), MODE_TREE)
+        raise RepositoryError(f"refusing to store {path}: not a file, symlink or directory")
 
     # -- refs and commits ----------------------------------------------------------------
 
@@ -503,3 +565,23 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+
+
+def _checked_name(name: str, repository: str) -> str:
+    """A tree entry name that is safe to create in a directory."""
+    if name in ("", ".", "..", ".git") or "/" in name or "\0" in name:
+        raise RepositoryError(f"refusing tree entry {name!r} in {repository}")
+    return name
+
+
+def _write_entry(target: Path, mode: int, source: Source) -> None:
+    """Create the file or symlink ``target`` (never over anything) from ``source``."""
+    if mode == MODE_SYMLINK:
+        os.symlink(os.fsdecode(source.read()), target)
+        return
+    perms = 0o755 if mode == MODE_EXECUTABLE else 0o644
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perms)
+    with os.fdopen(fd, "wb") as out:
+        while chunk := source.read(1024 * 1024):
+            out.write(chunk)
+        os.fchmod(out.fileno(), perms)  # not narrowed by the umask

@@ -19,7 +19,9 @@ from .deployments import (
     ROLLBACK_IMPOSSIBLE,
     ROLLBACK_LATEST,
     ROLLBACK_NO_SERVER,
+    OutputCallback,
     ProgressCallback,
+    build,
     create_deployment,
     new_deployment,
     rollback_to,
@@ -167,8 +169,11 @@ def _add_members(
 # -- running -------------------------------------------------------------------------------
 
 
-def run_group_preview(engine: Engine, parent: Deployment) -> Preview:
-    for member in engine.history.members(parent.identifier):
+def run_group_preview(
+    engine: Engine, parent: Deployment, *, on_output: OutputCallback | None = None
+) -> Preview:
+    members = _build_members(engine, parent, engine.history.members(parent.identifier), on_output)
+    for member in members:
         run_preview(engine, member)
     parent = engine.history.update(parent, status=DeploymentStatus.PREVIEWED, completed_at=utcnow())
     return engine.get_preview(parent.project, parent.identifier)
@@ -181,15 +186,18 @@ def run_group(
     break_lock: bool = False,
     override_marker: bool = False,
     on_progress: ProgressCallback | None = None,
+    on_output: OutputCallback | None = None,
 ) -> Deployment:
-    """Run every member (in parallel, or in order stopping at the first failure); the
-    group deployment fails if any member did, after the others' outcomes are recorded."""
+    """Build once if the project has build commands, then run every member (in
+    parallel, or in order stopping at the first failure); the group deployment fails
+    if any member did, after the others' outcomes are recorded."""
     members = engine.history.members(parent.identifier)
     group = engine.settings.find_group(parent.project, parent.server)
     parallel = group is None or group.transfer_order == "parallel"
     parent = engine.history.update(parent, status=DeploymentStatus.RUNNING, started_at=utcnow())
     log.info("group.started", deployment=parent.identifier, servers=len(members))
     engine.emit("deployment.started", parent)
+    members = _build_members(engine, parent, members, on_output)
     progress = _Progress(on_progress)
     failures: dict[str, str] = {}
 
@@ -206,16 +214,7 @@ def run_group(
             failures[member.server] = str(exc)
 
     try:
-        if parallel:
-            with ThreadPoolExecutor(min(MAX_PARALLEL, len(members) or 1)) as pool:
-                for future in [pool.submit(_in_own_engine, engine, run, m) for m in members]:
-                    future.result()
-        else:
-            for member in members:
-                if failures:
-                    _skip(engine, member, next(iter(failures)))
-                else:
-                    run(engine, member)
+        _run_members(engine, members, run, failures, parallel=parallel)
     except BaseException as exc:
         _finish(engine, parent, {"": f"interrupted ({type(exc).__name__})"})
         raise
@@ -223,6 +222,44 @@ def run_group(
     if done.status is not DeploymentStatus.COMPLETED:
         raise DeploymentError(done.error or "", identifier=done.identifier)
     return done
+
+
+def _build_members(
+    engine: Engine, parent: Deployment, members: list[Deployment], on_output: OutputCallback | None
+) -> list[Deployment]:
+    """One build for the members whose tree waits on it; if it fails, no server is touched."""
+    waiting = [m for m in members if m.end_tree is None]
+    if not waiting:
+        return members
+    try:
+        build(engine, waiting, record=parent, on_output=on_output)
+    except BaseException as exc:
+        for member in members:
+            _skip(engine, member, f"the build failed ({exc})")
+        _finish(engine, parent, {"": str(exc)})
+        raise
+    return engine.history.members(parent.identifier)
+
+
+def _run_members(
+    engine: Engine,
+    members: list[Deployment],
+    run: Callable[[Engine, Deployment], None],
+    failures: dict[str, str],
+    *,
+    parallel: bool,
+) -> None:
+    if parallel:
+        with ThreadPoolExecutor(min(MAX_PARALLEL, len(members) or 1)) as pool:
+            for future in [pool.submit(_in_own_engine, engine, run, m) for m in members]:
+                future.result()
+        return
+    for member in members:
+        if failures:
+            failed = next(iter(failures))
+            _skip(engine, member, f"{failed} failed before it in this sequential group")
+        else:
+            run(engine, member)
 
 
 def _in_own_engine(
@@ -237,13 +274,12 @@ def _in_own_engine(
         run(own, found)
 
 
-def _skip(engine: Engine, member: Deployment, failed: str) -> None:
+def _skip(engine: Engine, member: Deployment, why: str) -> None:
     engine.history.update(
         member,
         status=DeploymentStatus.FAILED,
         completed_at=utcnow(),
-        error=f"not run: {failed} failed before it in this sequential group deployment; "
-        "this server was not touched",
+        error=f"not run: {why}; this server was not touched",
     )
 
 
@@ -258,7 +294,7 @@ def _finish(engine: Engine, parent: Deployment, failures: dict[str, str]) -> Dep
         log.info("group.completed", deployment=parent.identifier)
         engine.emit("deployment.finished", done)
         return done
-    first = next((f"{server}: {why}" for server, why in failures.items()), "")
+    first = next((f"{server}: {why}" if server else why for server, why in failures.items()), "")
     names = ", ".join(m.server for m in failed) or "?"
     error = (
         f"group deployment {parent.identifier}: {len(failed)} of {len(members)} servers "

@@ -153,6 +153,11 @@ def _progress(label: str) -> Iterator[ProgressCallback | None]:
         yield update
 
 
+def echo_build_output(line: str) -> None:
+    """A build command's output line, as it comes, on stderr (above a progress bar)."""
+    click.echo(f"  | {line}", err=True)
+
+
 def _stderr_console() -> Any:
     from rich.console import Console
 

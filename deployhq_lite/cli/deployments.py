@@ -17,6 +17,7 @@ from .common import (
     _show,
     cli,
     common_options,
+    echo_build_output,
     echo_deployment,
 )
 
@@ -44,7 +45,7 @@ def deploy(
     """Deploy REVISION of PROJECT to a server."""
     with _engine() as engine:
         if preview:
-            result = engine.preview(project, server, revision=revision)
+            result = engine.preview(project, server, revision=revision, on_output=echo_build_output)
             _emit_preview(result)
             return
         with _progress("deploying") as progress:
@@ -56,6 +57,7 @@ def deploy(
                 override_marker=override_marker,
                 on_progress=progress,
                 config_files_only=config_files_only,
+                on_output=echo_build_output,
             )
         _show(engine, done)
 
@@ -104,6 +106,7 @@ def rollback(
             break_lock=break_lock,
             override_marker=override_marker,
             on_progress=progress,
+            on_output=echo_build_output,
         )
         if done.status is DeploymentStatus.PREVIEWED:
             if _opts().json:  # DeployHQ's creation response for a preview

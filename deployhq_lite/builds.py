@@ -1,0 +1,264 @@
+"""The build pipeline: run a project's build commands in a clean checkout of a revision.
+
+The commands run on this machine, one after another, in a fresh directory holding the
+revision's whole tree, with a scrubbed environment (no secrets from ours). Cached
+directories move in before the commands and back out after. What the build produced
+(``build_output``, or the whole directory) is written to the store as a git tree: the
+same output gives the same tree id, so nothing new is uploaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from .errors import DeploymentError
+from .log import get_logger
+from .records import CommandResult
+from .transports.base import OUTPUT_LIMIT
+
+if TYPE_CHECKING:
+    from . import git
+    from .config import BuildCommandConfig, ProjectConfig
+
+log = get_logger(__name__)
+
+# The only variables of ours a build command sees: none of them can hold a secret.
+PASSED_VARIABLES = (
+    *("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"),
+    *("TMPDIR", "USER", "LOGNAME", "SHELL", "TERM"),
+)
+_GRACE = 2.0  # seconds to collect the last output after a command's group was killed
+
+
+class BuildError(DeploymentError):
+    """A build command failed or the build output is missing; nothing was deployed."""
+
+    def __init__(
+        self, message: str, *, commands: Sequence[CommandResult] = (), identifier: str = ""
+    ) -> None:
+        super().__init__(message, identifier=identifier)
+        self.commands = tuple(commands)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    tree: str  # git tree id of the output, in the store
+    commands: tuple[CommandResult, ...]
+
+
+def run_build(
+    *,
+    source: git.Repository,
+    store: git.Repository,
+    revision: str,
+    project: ProjectConfig,
+    work_root: Path,
+    cache_root: Path,
+    variables: Mapping[str, str],
+    on_output: Callable[[str], None] | None = None,
+    on_command: Callable[[CommandResult], None] | None = None,
+) -> BuildResult:
+    """Build ``revision`` and write its output to ``store``; builds of a project queue up."""
+    env = build_environment(project.build_environment, variables)
+    log.info("build.started", revision=revision, commands=len(project.build_commands))
+    with _exclusive(cache_root.with_name(cache_root.name + ".lock")):
+        work_root.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="build-", dir=work_root))
+        try:
+            source.export_tree(source.tree_of(revision), workdir)
+            _restore_cache(workdir, cache_root, project.build_cache)
+            try:
+                results = _run_all(project.build_commands, workdir, env, on_output, on_command)
+                tree = store.tree_from_directory(_output_dir(workdir, project.build_output))
+            finally:
+                _save_cache(workdir, cache_root, project.build_cache)
+        except BuildError as exc:
+            log.warning("build.failed", revision=revision, error=str(exc))
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    log.info("build.finished", revision=revision, tree=tree)
+    return BuildResult(tree, results)
+
+
+def build_environment(extra: Mapping[str, str], variables: Mapping[str, str]) -> dict[str, str]:
+    """Our harmless variables, then the project's, then the deployment's."""
+    ours = {key: os.environ[key] for key in PASSED_VARIABLES if key in os.environ}
+    return {**ours, **extra, **variables}
+
+
+def _run_all(
+    commands: Sequence[BuildCommandConfig],
+    workdir: Path,
+    env: Mapping[str, str],
+    on_output: Callable[[str], None] | None,
+    on_command: Callable[[CommandResult], None] | None,
+) -> tuple[CommandResult, ...]:
+    results: list[CommandResult] = []
+    for config in commands:
+        result = run_command(config.command, config.timeout, workdir, env, on_output)
+        results.append(result)
+        log.info("build.command", command=result.command, exit_status=result.exit_status)
+        if on_command is not None:
+            on_command(result)
+        if result.timed_out:
+            problem = f"timed out after {config.timeout:g} s"
+        elif result.exit_status != 0:
+            problem = f"exited with status {result.exit_status}"
+        else:
+            continue
+        raise BuildError(
+            f"build command {config.command!r} {problem}; nothing was deployed", commands=results
+        )
+    return tuple(results)
+
+
+def run_command(
+    command: str,
+    timeout: float,
+    cwd: Path,
+    env: Mapping[str, str],
+    on_output: Callable[[str], None] | None = None,
+) -> CommandResult:
+    """Run ``command`` with ``sh -c`` in its own process group, killed at the deadline."""
+    started = time.monotonic()
+    deadline = started + timeout
+    proc = subprocess.Popen(  # noqa: S602 - the operator's own command line, from config
+        command,
+        shell=True,
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    reader = _Reader(proc.stdout, on_output)
+    reader.start()
+    status: int | None = None
+    try:
+        # Output first: while something holds the pipe, the shell is not reaped, so its
+        # process group id cannot go to another process before we kill the group.
+        reader.join(max(0.0, deadline - time.monotonic()))
+        if not reader.is_alive():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = proc.wait(max(0.0, deadline - time.monotonic()))
+    finally:
+        if proc.returncode is None:
+            _kill_group(proc)
+        reader.join(_GRACE)  # a process that left our group may still hold the pipe
+        if not reader.is_alive():  # else closing would wait for the blocked reader
+            proc.stdout.close()
+    if reader.error is not None:
+        raise reader.error
+    text = bytes(reader.tail[-OUTPUT_LIMIT:]).decode("utf-8", "replace")
+    return CommandResult(
+        command, "build", status, text, time.monotonic() - started, timed_out=status is None
+    )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and everything it started
+    proc.wait()
+
+
+class _Reader(threading.Thread):
+    """Reads a command's output line by line: hands each line on, keeps the tail."""
+
+    def __init__(self, out: IO[bytes], on_output: Callable[[str], None] | None) -> None:
+        super().__init__(name="dhq-build-output", daemon=True)
+        self._out, self._on_output = out, on_output
+        self.tail = bytearray()
+        self.error: Exception | None = None  # raised by on_output; reading goes on
+
+    def run(self) -> None:
+        while line := self._out.readline(OUTPUT_LIMIT):
+            self.tail += line
+            if len(self.tail) > 2 * OUTPUT_LIMIT:
+                del self.tail[:-OUTPUT_LIMIT]
+            if self._on_output is not None and self.error is None:
+                try:
+                    self._on_output(line.decode("utf-8", "replace").rstrip("\r\n"))
+                except Exception as exc:
+                    self.error = exc
+
+
+def _output_dir(workdir: Path, build_output: str | None) -> Path:
+    if build_output is None:
+        return workdir
+    if not _is_real_dir(workdir, build_output):
+        raise BuildError(
+            f"build_output {build_output!r} was not produced by the build commands;"
+            " nothing was deployed"
+        )
+    return workdir / build_output
+
+
+def _restore_cache(workdir: Path, cache_root: Path, paths: Sequence[str]) -> None:
+    """Move each cached directory into the checkout where the checkout has nothing."""
+    for rel in paths:
+        cached, target = cache_root / rel, workdir / rel
+        if os.path.lexists(target) or not _dirs_ok(workdir, rel.split("/")[:-1]):
+            continue
+        if _is_real_dir(cache_root, rel):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(cached, target)
+
+
+def _save_cache(workdir: Path, cache_root: Path, paths: Sequence[str]) -> None:
+    """Move each cached directory the build left back to the cache, over the old copy."""
+    for rel in paths:
+        built, cached = workdir / rel, cache_root / rel
+        if not _is_real_dir(workdir, rel) or not _dirs_ok(cache_root, rel.split("/")[:-1]):
+            continue
+        if _is_real_dir(cache_root, rel):
+            shutil.rmtree(cached)
+        elif os.path.lexists(cached):
+            cached.unlink()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(built, cached)
+
+
+def _is_real_dir(root: Path, rel: str) -> bool:
+    """Whether ``root/rel`` is a directory reached without following a symlink."""
+    path = root / rel
+    return _dirs_ok(root, rel.split("/")) and os.path.lexists(path)
+
+
+def _dirs_ok(root: Path, parts: Sequence[str]) -> bool:
+    """Whether each of ``parts`` below ``root`` that exists is a directory (no symlink)."""
+    path = root
+    for part in parts:
+        path = path / part
+        try:
+            if not stat.S_ISDIR(path.lstat().st_mode):
+                return False
+        except FileNotFoundError:
+            return True
+    return True
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
