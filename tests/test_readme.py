@@ -57,7 +57,36 @@ def test_example_config_is_valid(name: str) -> None:
     from deployhq_lite.config import load_settings
 
     settings = load_settings(ROOT / name)
-    assert settings.projects["website"].servers["production"].name == "Production Server"
+    website = settings.projects["website"]
+    assert website.servers["production"].name == "Production Server"
+    assert website.server_groups["web"].servers == ["production", "production2"]
+    assert [c.command for c in website.build_commands] == ["npm ci", "npm run build"]
+
+
+def test_example_config_shows_every_option() -> None:
+    from deployhq_lite import config
+
+    text = (ROOT / "config.example.toml").read_text()
+    models = [
+        config.Settings,
+        config.ProjectConfig,
+        config.ServerConfig,
+        config.ConfigFileConfig,
+        config.SSHCommandConfig,
+        config.BuildCommandConfig,
+        config.ServerGroupConfig,
+        config.StackConfig,
+        config.EnvironmentConfig,
+        config.UserConfig,
+    ]
+    missing = [
+        f"{model.__name__}.{field}"
+        for model in models
+        for field in model.model_fields
+        # a key (``name =``, commented out or inline) or a table (``[projects.x.name]``)
+        if not re.search(rf"\b{field} =|[.\[]{field}[.\]]", text)
+    ]
+    assert missing == []
 
 
 def test_hook_snippet_deploys_a_push(tmp_path: Path) -> None:
