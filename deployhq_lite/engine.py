@@ -237,11 +237,7 @@ class Engine:
         self.settings.get_project(project)
         found = self.history.find(identifier)
         if found is None and len(identifier) >= 6:
-            matches = [
-                d
-                for d in self.history.query(project, limit=10_000)
-                if d.identifier.startswith(identifier)
-            ]
+            matches = self.history.find_prefix(project, identifier)
             found = matches[0] if len(matches) == 1 else None
         if found is None or found.project != project:
             recent = [d.identifier for d in self.history.query(project, limit=5)]

@@ -250,6 +250,15 @@ class History:
         rows = self._db.execute(sql, [*args, limit, offset]).fetchall()
         return [_from_row(row) for row in rows]
 
+    def find_prefix(self, project: str, prefix: str) -> list[Deployment]:
+        """Up to two deployments of ``project`` whose identifier starts with ``prefix``."""
+        rows = self._db.execute(
+            "SELECT * FROM deployments WHERE project = ? AND identifier >= ? "
+            "AND identifier < ? ORDER BY identifier LIMIT 2",
+            (project, prefix, prefix + "\uffff"),
+        ).fetchall()
+        return [_from_row(row) for row in rows]
+
     def members(self, group: str) -> list[Deployment]:
         """The per-server deployments of group deployment ``group``, in server order."""
         rows = self._db.execute(

@@ -88,6 +88,8 @@ def test_group_deploy_is_one_deployment_with_each_servers_own_start(
     assert [d["identifier"] for d in two] == [servers["production2"]["deployment"]]
     shown = cli(site, "deployments", "show", "website", done["identifier"])
     assert shown["servers"] == done["servers"]
+    member = servers["production2"]["deployment"]  # a member is a deployment of its own
+    assert cli(site, "deployments", "show", "website", member[:8])["identifier"] == member
 
 
 def test_group_rollback_rolls_every_server_back_and_follows_the_rules(
