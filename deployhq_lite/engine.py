@@ -252,6 +252,22 @@ class Engine:
             self.settings.check_destination(project, server)
         return self.history.query(project, server, limit=limit, offset=offset)
 
+    def describe(self, deployment: Deployment) -> dict[str, Any]:
+        """A deployment as JSON (DeployHQ's shape) with its per-file ``changes`` and the
+        ``commands`` it ran; a group deployment's ``servers`` carry each server's too."""
+        members = self.members(deployment)
+        data = deployment.to_json(members)
+        data["changes"] = [c.to_json() for c in self.file_changes(deployment.identifier)]
+        pairs = [(data, deployment)]
+        for server, member in zip(data["servers"] if members else [], members, strict=True):
+            server["changes"] = [c.to_json() for c in self.file_changes(member.identifier)]
+            pairs.append((server, member))
+        for where, d in pairs:
+            commands = self.history.command_results(d.identifier)
+            if commands:
+                where["commands"] = [c.to_json() for c in commands]
+        return data
+
     def members(self, deployment: Deployment) -> list[Deployment]:
         """A group deployment's per-server deployments (none for any other)."""
         return self.history.members(deployment.identifier) if deployment.is_group else []

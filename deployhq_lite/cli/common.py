@@ -211,16 +211,10 @@ def echo_changes(
 
 def _show(engine: Engine, d: Deployment) -> None:
     """A deployment with its outcomes; a group deployment with each server's too."""
-    members = engine.members(d)
     if _opts().json:
-        data = d.to_json(members)
-        data["changes"] = [c.to_json() for c in engine.file_changes(d.identifier)]
-        _add_commands(engine, d, data)
-        for server, member in zip(data["servers"] if members else [], members, strict=True):
-            server["changes"] = [c.to_json() for c in engine.file_changes(member.identifier)]
-            _add_commands(engine, member, server)
-        _print_json(data)
+        _print_json(engine.describe(d))
         return
+    members = engine.members(d)
     # the first paths and the counts: a 50,000-file deploy prints 200
     changes = engine.file_changes(d.identifier, limit=SHOWN)
     echo_deployment(d, changes, engine.change_counts(d.identifier))
@@ -230,12 +224,6 @@ def _show(engine: Engine, d: Deployment) -> None:
         if m.error:
             click.echo(f"    error  {m.error}")
         _echo_commands(engine, m)
-
-
-def _add_commands(engine: Engine, d: Deployment, data: dict[str, Any]) -> None:
-    commands = engine.history.command_results(d.identifier)
-    if commands:
-        data["commands"] = [c.to_json() for c in commands]
 
 
 def _echo_commands(engine: Engine, d: Deployment) -> None:
