@@ -230,6 +230,13 @@ class UserConfig(_Model):
         return self.role == "admin"
 
 
+class ApiUserConfig(_Model):
+    """Someone who may call the HTTP API: ``--user EMAIL:API_KEY``. Only the SHA-256 of
+    the key is kept here (``deployhq-lite api-keys create EMAIL`` makes both)."""
+
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class EnvironmentConfig(ServerConfig):
     """A stack's environment: its locales and its delivery target (a server's keys)."""
 
@@ -272,6 +279,7 @@ class Settings(BaseSettings):
     projects: dict[str, ProjectConfig] = Field(default_factory=dict)
     stacks: dict[str, StackConfig] = Field(default_factory=dict)
     users: dict[str, UserConfig] = Field(default_factory=dict)
+    api_users: dict[str, ApiUserConfig] = Field(default_factory=dict)
     _config_path: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -68,9 +68,11 @@ def create_deployment(
     mode: DeploymentMode = DeploymentMode.QUEUE,
     config_files_only: bool = False,
     group: str | None = None,
+    claimed_by: str | None = None,
 ) -> Deployment:
     """Record a new deployment of ``revision`` (default: the branch head), not yet run;
-    ``server`` may name a server group (see :mod:`groups`).
+    ``server`` may name a server group (see :mod:`groups`). ``claimed_by`` names the
+    process that runs it now (no queue worker may take it); None leaves it queued.
 
     What it puts on the server is one tree: the revision's selected files (see
     :mod:`selection`) with the server's config files on top. A config-files-only
@@ -87,6 +89,7 @@ def create_deployment(
             revision=revision,
             mode=mode,
             config_files_only=config_files_only,
+            claimed_by=claimed_by,
         )
     config = engine.settings.get_project(project)
     repo, store = engine.source(project), engine.snapshots.repo
@@ -113,6 +116,7 @@ def create_deployment(
         mode=mode,
         config_files_only=config_files_only,
         group=group,
+        claimed_by=claimed_by,
     )
 
 
@@ -175,8 +179,10 @@ def create_rollback(
     mode: DeploymentMode = DeploymentMode.QUEUE,
     copy_config_files: bool = True,
     run_build_commands: bool = True,
+    claimed_by: str | None = None,
 ) -> Deployment:
-    """Record a rollback to deployment ``identifier`` after checking DeployHQ's rules."""
+    """Record a rollback to deployment ``identifier`` after checking DeployHQ's rules
+    (``claimed_by`` as for :func:`create_deployment`)."""
     target = engine.get_deployment(project, identifier)
     if target.is_group:
         from .groups import create_group_rollback
@@ -187,6 +193,7 @@ def create_rollback(
             mode=mode,
             copy_config_files=copy_config_files,
             run_build_commands=run_build_commands,
+            claimed_by=claimed_by,
         )
     end_tree = check_rollback(engine, target)
     return rollback_to(
@@ -196,6 +203,7 @@ def create_rollback(
         mode=mode,
         copy_config_files=copy_config_files,
         run_build_commands=run_build_commands,
+        claimed_by=claimed_by,
     )
 
 
@@ -208,6 +216,7 @@ def rollback_to(
     copy_config_files: bool,
     run_build_commands: bool,
     group: str | None = None,
+    claimed_by: str | None = None,
 ) -> Deployment:
     """Record a (checked) rollback of ``target``'s server to ``end_tree``; with
     ``run_build_commands`` and build commands configured, the tree is rebuilt at run
@@ -232,6 +241,7 @@ def rollback_to(
         copy_config_files=copy_config_files,
         run_build_commands=run_build_commands,
         group=group,
+        claimed_by=claimed_by,
     )
 
 
@@ -269,8 +279,10 @@ def new_deployment(
     run_build_commands: bool = True,
     config_files_only: bool = False,
     group: str | None = None,
+    claimed_by: str | None = None,
 ) -> Deployment:
-    """Add a deployment to the history, not yet run (``end_tree`` None: a group's)."""
+    """Add a deployment to the history, not yet run (``end_tree`` None: a group's, or
+    one whose build has not run yet)."""
     found = engine.settings.find_group(project, server)
     if found is not None:
         project_name = engine.settings.get_project(project).name
@@ -303,6 +315,7 @@ def new_deployment(
         run_build_commands=run_build_commands,
         rollback_of=rollback_of,
         config_files_only=config_files_only,
+        claimed_by=claimed_by,
     )
     deployment = engine.history.add(deployment)
     log.info(

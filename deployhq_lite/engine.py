@@ -318,7 +318,12 @@ class Engine:
         from . import deployments
 
         deployment = deployments.create_deployment(
-            self, project, server, revision=revision, config_files_only=config_files_only
+            self,
+            project,
+            server,
+            revision=revision,
+            config_files_only=config_files_only,
+            claimed_by=_here(),  # run here and now, not by a queue worker
         )
         return deployments.run_deployment(
             self,
@@ -341,7 +346,12 @@ class Engine:
         from . import deployments
 
         deployment = deployments.create_deployment(
-            self, project, server, revision=revision, mode=DeploymentMode.PREVIEW
+            self,
+            project,
+            server,
+            revision=revision,
+            mode=DeploymentMode.PREVIEW,
+            claimed_by=_here(),
         )
         return deployments.run_preview(self, deployment, on_output=on_output)
 
@@ -369,6 +379,7 @@ class Engine:
             mode=mode,
             copy_config_files=copy_config_files,
             run_build_commands=run_build_commands,
+            claimed_by=_here(),
         )
         if mode is DeploymentMode.PREVIEW:
             return deployments.run_preview(self, created, on_output=on_output).deployment
@@ -388,3 +399,9 @@ class Engine:
             tuple(self.file_changes(deployment.identifier)),
             tuple(self.members(deployment)),
         )
+
+
+def _here() -> str:
+    from .locking import owner_label
+
+    return owner_label()

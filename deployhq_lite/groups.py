@@ -29,6 +29,7 @@ from .deployments import (
     run_preview,
 )
 from .errors import DeployHQLiteError, DeploymentError, RollbackNotAllowedError
+from .locking import owner_label
 from .log import get_logger
 from .records import Deployment, DeploymentMode, DeploymentStatus, Preview, utcnow
 
@@ -48,6 +49,7 @@ def create_group_deployment(
     revision: str | None,
     mode: DeploymentMode,
     config_files_only: bool,
+    claimed_by: str | None = None,
 ) -> Deployment:
     """Record a deployment of ``revision`` to every server of group ``key``."""
     config = engine.settings.get_project(project)
@@ -62,6 +64,7 @@ def create_group_deployment(
         branch=config.branch,
         mode=mode,
         config_files_only=config_files_only,
+        claimed_by=owner_label(),  # no worker takes it before its members are in
     )
     return _add_members(
         engine,
@@ -76,6 +79,7 @@ def create_group_deployment(
             group=parent.identifier,
         ),
         group.servers,
+        claimed_by,
     )
 
 
@@ -86,6 +90,7 @@ def create_group_rollback(
     mode: DeploymentMode,
     copy_config_files: bool,
     run_build_commands: bool,
+    claimed_by: str | None = None,
 ) -> Deployment:
     """Record a rollback of every server of group deployment ``target`` to it."""
     trees = check_group_rollback(engine, target)
@@ -100,6 +105,7 @@ def create_group_rollback(
         rollback_of=target.identifier,
         copy_config_files=copy_config_files,
         run_build_commands=run_build_commands,
+        claimed_by=owner_label(),  # no worker takes it before its members are in
     )
     members = {m.server: m for m in engine.history.members(target.identifier)}
     return _add_members(
@@ -115,6 +121,7 @@ def create_group_rollback(
             group=parent.identifier,
         ),
         list(members),
+        claimed_by,
     )
 
 
@@ -146,9 +153,15 @@ def check_group_rollback(engine: Engine, target: Deployment) -> dict[str, str]:
 
 
 def _add_members(
-    engine: Engine, parent: Deployment, make: Callable[[str], Deployment], servers: list[str]
+    engine: Engine,
+    parent: Deployment,
+    make: Callable[[str], Deployment],
+    servers: list[str],
+    claimed_by: str | None,
 ) -> Deployment:
-    """Add a member deployment per server; if one cannot be made, none is left pending."""
+    """Add a member deployment per server, then hand the group deployment to whoever
+    runs it (``claimed_by``; None: the queue). If a member cannot be made, none is
+    left pending."""
     made: list[Deployment] = []
     try:
         made.extend(make(server) for server in servers)
@@ -163,6 +176,7 @@ def _add_members(
         parent,
         start_revision=starts.pop() if len(starts) == 1 else None,
         end_revision=made[0].end_revision,
+        claimed_by=claimed_by,
     )
 
 

@@ -24,10 +24,11 @@ def owner_label() -> str:
     return f"{user}@{socket.gethostname()}:{os.getpid()}"
 
 
-def _looks_stale(owner: str) -> bool:
-    """True when the owner ran on this host and its process is gone."""
+def looks_stale(owner: str) -> bool:
+    """True when the owner (``user@host:pid``, maybe followed by ``/name``) ran on this
+    host and its process is gone."""
     host_pid = owner.rpartition("@")[2]
-    host, _, pid = host_pid.rpartition(":")
+    host, _, pid = host_pid.partition("/")[0].rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -54,11 +55,11 @@ def server_lock(
     """
     mine = LockRecord(server_key, deployment, owner_label(), utcnow())
     acquired, holder = history.try_lock(mine, steal=break_lock)
-    if not acquired and break_stale and holder is not None and _looks_stale(holder.owner):
+    if not acquired and break_stale and holder is not None and looks_stale(holder.owner):
         acquired, holder = history.try_lock(mine, steal=True)
     if not acquired:
         assert holder is not None
-        stale = " (its process is gone: the lock looks stale)" if _looks_stale(holder.owner) else ""
+        stale = " (its process is gone: the lock looks stale)" if looks_stale(holder.owner) else ""
         raise DeploymentLockedError(
             f"server {server_key} is locked by deployment {holder.deployment} "
             f"({holder.owner}) since {holder.acquired_at}{stale}; if that deployment is "

@@ -83,6 +83,7 @@ class Deployment:
     completed_at: str | None = None
     error: str | None = None
     group: str | None = None  # the group deployment this per-server one is part of
+    claimed_by: str | None = None  # the worker running it from the queue (see queue.py)
     seq: int = 0
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from . import git
 from .changeset import Changeset
 from .errors import StoreError
 from .records import (
+    GROUP,
     CommandResult,
     Deployment,
     DeploymentMode,
@@ -29,9 +30,10 @@ from .records import (
     PublishEvent,
     Release,
     ReleaseItem,
+    utcnow,
 )
 
-SCHEMA_VERSION = 3  # 2: stacks (publish events, releases); 3: server groups
+SCHEMA_VERSION = 4  # 2: stacks (publish events, releases); 3: server groups; 4: queue
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     started_at TEXT,
     completed_at TEXT,
     error TEXT,
-    group_id TEXT
+    group_id TEXT,
+    claimed_by TEXT
 );
 CREATE INDEX IF NOT EXISTS deployments_by_server ON deployments (project, server, seq);
 CREATE TABLE IF NOT EXISTS file_outcomes (
@@ -146,6 +149,11 @@ CREATE TABLE IF NOT EXISTS locks (
 """
 
 _FIELDS = [f.name for f in dataclasses.fields(Deployment)]
+_UNFINISHED = (
+    DeploymentStatus.PENDING.value,
+    DeploymentStatus.RUNNING.value,
+    DeploymentStatus.PREVIEW_PENDING.value,
+)
 _COLUMNS = [name if name != "group" else "group_id" for name in _FIELDS if name != "seq"]
 
 
@@ -181,8 +189,13 @@ class History:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(deployments)")}
             if "group_id" not in columns:  # made by schema version 2
                 self._db.execute("ALTER TABLE deployments ADD COLUMN group_id TEXT")
+            if "claimed_by" not in columns:  # made by schema version 3
+                self._db.execute("ALTER TABLE deployments ADD COLUMN claimed_by TEXT")
             self._db.execute(
                 "CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (group_id, seq)"
+            )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS deployments_by_status ON deployments (status, seq)"
             )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
@@ -250,6 +263,17 @@ class History:
         rows = self._db.execute(sql, [*args, limit, offset]).fetchall()
         return [_from_row(row) for row in rows]
 
+    def count(self, project: str, server: str | None = None) -> int:
+        """How many deployments :meth:`query` pages through."""
+        sql = "SELECT COUNT(*) FROM deployments WHERE project = ?"
+        args: list[Any] = [project]
+        if server is not None:
+            sql += " AND server = ?"
+            args.append(server)
+        else:
+            sql += " AND group_id IS NULL"
+        return int(self._db.execute(sql, args).fetchone()[0])
+
     def find_prefix(self, project: str, prefix: str) -> list[Deployment]:
         """Up to two deployments of ``project`` whose identifier starts with ``prefix``."""
         rows = self._db.execute(
@@ -290,6 +314,71 @@ class History:
             ),
         ).fetchall()
         return [_from_row(row) for row in rows]
+
+    # -- the queue (see queue.py) ----------------------------------------------------------
+
+    def claim_next(
+        self, owner: str, *, projects: Collection[str] | None = None
+    ) -> Deployment | None:
+        """Claim for ``owner`` the oldest unclaimed top-level deployment that may run now
+        (of ``projects``, if given): a preview at any time; a deployment when none of its
+        servers (a group's: its members') is busy: locked, held by a claimed or running
+        deployment, or waited on by an older queued deployment (no overtaking)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM deployments WHERE group_id IS NULL AND status IN (?, ?, ?) "
+                "ORDER BY seq",
+                _UNFINISHED,
+            ).fetchall()
+            busy = {row[0] for row in db.execute("SELECT server_key FROM locks")}
+            waiting = []
+            for row in rows:
+                if row["claimed_by"] is None:  # a running one not claimed holds a lock
+                    waiting.append(row)
+                elif row["mode"] == DeploymentMode.QUEUE:
+                    busy |= _server_keys(db, row)
+            for row in (r for r in waiting if r["status"] != DeploymentStatus.RUNNING):
+                keys = _server_keys(db, row)
+                if not keys:  # a group deployment whose members are not added yet
+                    continue
+                if row["mode"] != DeploymentMode.QUEUE:
+                    keys = set()  # a preview touches no server
+                if keys & busy or (projects is not None and row["project"] not in projects):
+                    busy |= keys
+                    continue
+                db.execute(
+                    "UPDATE deployments SET claimed_by = ? WHERE identifier = ?",
+                    (owner, row["identifier"]),
+                )
+                return dataclasses.replace(_from_row(row), claimed_by=owner)
+        return None
+
+    def recover_abandoned(self, is_gone: Callable[[str], bool]) -> list[Deployment]:
+        """Fail what a stopped process left unfinished, and free its locks: deployments
+        claimed by a worker that is gone, and ones whose lock's owner is gone (a killed
+        ``deploy``). ``is_gone(owner)`` tells whether that process stopped; a live
+        worker's deployments are never touched. Returns the deployments failed."""
+        failed: list[Deployment] = []
+        with self._transaction() as db:
+            claimed = db.execute(
+                "SELECT * FROM deployments WHERE group_id IS NULL AND claimed_by IS NOT NULL "
+                "AND status IN (?, ?, ?) ORDER BY seq",
+                _UNFINISHED,
+            ).fetchall()
+            for row in claimed:
+                if is_gone(row["claimed_by"]):
+                    failed.append(_interrupt(db, row, f"its worker {row['claimed_by']} stopped"))
+            for lock in db.execute("SELECT * FROM locks").fetchall():
+                if not is_gone(lock["owner"]):
+                    continue
+                db.execute("DELETE FROM locks WHERE server_key = ?", (lock["server_key"],))
+                row = _unfinished(db, lock["deployment"])
+                top = _unfinished(db, row["group_id"]) if row and row["group_id"] else None
+                row = top or row
+                if row is None or (row["claimed_by"] and not is_gone(row["claimed_by"])):
+                    continue
+                failed.append(_interrupt(db, row, f"its process {lock['owner']} stopped"))
+        return failed
 
     # -- publish events (stacks) ---------------------------------------------------------
 
@@ -452,6 +541,49 @@ def _from_row(row: sqlite3.Row) -> Deployment:
     for flag in ("copy_config_files", "run_build_commands", "config_files_only"):
         data[flag] = bool(data[flag])
     return Deployment(**{name: data[name] for name in _FIELDS})
+
+
+def _server_keys(db: sqlite3.Connection, row: sqlite3.Row) -> set[str]:
+    """The ``project/server`` lock keys a deployment takes (a group's: its members')."""
+    if row["protocol_type"] != GROUP:
+        return {f"{row['project']}/{row['server']}"}
+    members = db.execute(
+        "SELECT project, server FROM deployments WHERE group_id = ?", (row["identifier"],)
+    )
+    return {f"{project}/{server}" for project, server in members}
+
+
+def _unfinished(db: sqlite3.Connection, identifier: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = db.execute(
+        "SELECT * FROM deployments WHERE identifier = ? AND status IN (?, ?, ?)",
+        (identifier, *_UNFINISHED),
+    ).fetchone()
+    return row
+
+
+def _interrupt(db: sqlite3.Connection, row: sqlite3.Row, why: str) -> Deployment:
+    """Fail a deployment (and a group's unfinished members) whose process stopped, and
+    drop the locks they hold."""
+    error = f"interrupted: {why}; deploy again to converge"
+    now = utcnow()
+    ids = [row["identifier"]]
+    ids += [
+        m[0]
+        for m in db.execute(
+            "SELECT identifier FROM deployments WHERE group_id = ? AND status IN (?, ?, ?)",
+            (row["identifier"], *_UNFINISHED),
+        )
+    ]
+    for identifier in ids:
+        db.execute(
+            "UPDATE deployments SET status = ?, completed_at = ?, error = ? "
+            "WHERE identifier = ? AND status IN (?, ?, ?)",
+            (DeploymentStatus.FAILED.value, now, error, identifier, *_UNFINISHED),
+        )
+        db.execute("DELETE FROM locks WHERE deployment = ?", (identifier,))
+    return dataclasses.replace(
+        _from_row(row), status=DeploymentStatus.FAILED, completed_at=now, error=error
+    )
 
 
 class SnapshotStore:

@@ -10,10 +10,10 @@ import sys
 
 import click
 
-from . import content, deployments, servers
+from . import content, deployments, servers, web
 from .common import cli
 
-__all__ = ["cli", "content", "deployments", "main", "servers"]
+__all__ = ["cli", "content", "deployments", "main", "servers", "web"]
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..records import Release
+from ..records import Deployment, Release
 from .common import (
     _engine,
     _opts,
@@ -324,23 +324,47 @@ def delete_release(stack: str, release: str, user: str | None) -> None:
 
 
 @cli.command()
-@click.option("--once", is_flag=True, help="Run what is due, then exit.")
+@click.option("--once", is_flag=True, help="Run what is queued and due, then exit.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 @common_options
 def worker(once: bool, interval: float) -> None:
-    """Deploy scheduled releases when they are due."""
-    import time
+    """Run queued deployments and scheduled releases (several workers may run at once)."""
+    import signal
+    import sys
+    import threading
 
-    from ..releases import run_due
+    from ..queue import run_worker
 
-    with _engine() as engine:
-        while True:
-            for release, outcome in run_due(engine):
-                line = {"release": release.uid, "stack": release.stack, "outcome": outcome}
-                if _opts().json:
-                    click.echo(json.dumps(line))
-                else:
-                    click.echo(f"{release.stack}/{release.uid}: {outcome}")
-            if once:
-                return
-            time.sleep(interval)
+    stop = threading.Event()
+    # SIGTERM: finish the deployment being run, then stop; Ctrl-C: interrupt it now.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        with _engine() as engine:
+            run_worker(
+                engine,
+                once=once,
+                interval=interval,
+                stop=stop,
+                on_event=_echo_worker_deployment,
+                on_release=_echo_worker_release,
+            )
+    except KeyboardInterrupt:
+        click.echo("worker interrupted", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _echo_worker_deployment(event: str, d: Deployment) -> None:
+    if _opts().json:
+        line = {"deployment": d.identifier, "status": d.status.value}
+        click.echo(json.dumps({**line, "project": d.project, "server": d.server}))
+    else:
+        click.echo(f"{d.identifier} {d.status.value} {d.project}/{d.server}")
+
+
+def _echo_worker_release(release: Release, outcome: str) -> None:
+    if _opts().json:
+        click.echo(json.dumps({"release": release.uid, "stack": release.stack, "outcome": outcome}))
+    else:
+        click.echo(f"{release.stack}/{release.uid}: {outcome}")

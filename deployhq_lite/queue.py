@@ -1,0 +1,199 @@
+"""The deployment queue: workers that run pending deployments from the history.
+
+A queued deployment is a ``pending`` (or ``preview_pending``) row in the history. A
+worker claims one atomically (:meth:`History.claim_next`: oldest first, one deployment
+per server at a time, never overtaking an older one on the same server), runs it, and
+goes again; several workers, in one process or many, may share a state directory.
+
+A worker that is killed leaves its claim behind. The next worker to start a round
+fails what it left unfinished (``interrupted: its worker ... stopped``) and frees its
+locks, unless the server's marker (the commit point, written last) names the
+deployment: then it did complete, and the history is made to say so. Nothing is ever
+left ``running`` by a process that is gone from this host.
+
+>>> with Engine("deployhq-lite.toml") as engine:          # doctest: +SKIP
+...     run_worker(engine, once=True, interval=5.0)
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .deployments import run_deployment, run_preview
+from .errors import DeployHQLiteError
+from .locking import looks_stale, owner_label
+from .log import get_logger
+from .marker import read_marker
+from .records import Deployment, DeploymentStatus, Release, utcnow
+from .store import LockRecord
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+EventCallback = Callable[[str, Deployment], None]  # ("deployment.finished", deployment)
+ReleaseCallback = Callable[[Release, str], None]  # (release, outcome)
+
+RELEASES_KEY = "scheduled-releases"  # the lock row one worker holds while it runs them
+UNFINISHED = frozenset(
+    {DeploymentStatus.PENDING, DeploymentStatus.RUNNING, DeploymentStatus.PREVIEW_PENDING}
+)
+
+log = get_logger(__name__)
+
+
+def worker_label() -> str:
+    """``user@host:pid/xxxxxx``: this process, and which of its workers."""
+    return f"{owner_label()}/{secrets.token_hex(3)}"
+
+
+def run_worker(
+    engine: Engine,
+    *,
+    once: bool,
+    interval: float,
+    stop: threading.Event | None = None,
+    max_jobs: int | None = None,
+    on_event: EventCallback | None = None,
+    on_release: ReleaseCallback | None = None,
+    wake: threading.Event | None = None,
+) -> int:
+    """Run queued deployments and due scheduled releases, round after round, until
+    ``stop`` is set, ``max_jobs`` deployments ran, or (with ``once``) nothing is left
+    to claim; between rounds wait ``interval`` seconds. Returns how many ran.
+
+    ``engine`` is used from this thread only (give a thread ``engine.fork()``);
+    setting ``wake`` ends the wait between rounds early.
+    ``on_event`` gets ``deployment.interrupted`` for each deployment a stopped process
+    left unfinished, and ``deployment.finished`` for each one this worker ran.
+    """
+    stop = stop or threading.Event()
+    owner = worker_label()
+    projects = frozenset(engine.settings.projects)
+    ran = 0
+    log.info("worker.started", worker=owner, once=once)
+    while not stop.is_set():
+        for recovered in recover(engine):
+            _notify(on_event, "deployment.interrupted", recovered)
+        run_releases(engine, on_release)
+        while not stop.is_set() and (max_jobs is None or ran < max_jobs):
+            claimed = engine.history.claim_next(owner, projects=projects)
+            if claimed is None:
+                break
+            ran += 1
+            _notify(on_event, "deployment.finished", run_claimed(engine, claimed))
+        if once or (max_jobs is not None and ran >= max_jobs):
+            break
+        if wake is None:
+            stop.wait(interval)
+        else:  # set when a deployment is queued (and on stop): go again at once
+            wake.wait(interval)
+            wake.clear()
+    log.info("worker.stopped", worker=owner, deployments=ran)
+    return ran
+
+
+def run_claimed(engine: Engine, deployment: Deployment) -> Deployment:
+    """Run (or preview) a deployment this worker claimed; return it as it ended. A
+    failure is recorded on the deployment, not raised; an interrupt is recorded, then
+    raised."""
+    log.info("queue.claimed", deployment=deployment.identifier, worker=deployment.claimed_by)
+    try:
+        if not deployment.is_rollback:  # its end tree may name the repository's objects
+            engine.source(deployment.project)
+        if deployment.is_preview:
+            run_preview(engine, deployment)
+        else:
+            run_deployment(engine, deployment)
+    except DeployHQLiteError as exc:
+        log.warning("queue.failed", deployment=deployment.identifier, error=str(exc))
+        _fail_unfinished(engine, deployment, str(exc))
+    except BaseException as exc:  # Ctrl-C, or a bug: never leave it claimed and unfinished
+        _fail_unfinished(engine, deployment, f"interrupted ({type(exc).__name__})")
+        raise
+    return engine.history.find(deployment.identifier) or deployment
+
+
+def _fail_unfinished(engine: Engine, deployment: Deployment, error: str) -> None:
+    """Fail the deployment, and a group's members, where the runner left them open (a
+    preview that could not read the server, say)."""
+    for d in [deployment, *engine.history.members(deployment.identifier)]:
+        current = engine.history.find(d.identifier)
+        if current is not None and current.status in UNFINISHED:
+            engine.history.update(
+                current, status=DeploymentStatus.FAILED, completed_at=utcnow(), error=error
+            )
+
+
+def recover(engine: Engine) -> list[Deployment]:
+    """Fail what stopped workers and killed runs on this host left unfinished (see
+    :meth:`History.recover_abandoned`); a deployment whose marker is on its server did
+    complete, and is recorded so. Returns them as they are now."""
+    recovered = []
+    for failed in engine.history.recover_abandoned(looks_stale):
+        log.warning("deployment.interrupted", deployment=failed.identifier, error=failed.error)
+        recovered.append(_reconcile(engine, failed))
+    return recovered
+
+
+def _reconcile(engine: Engine, deployment: Deployment) -> Deployment:
+    """The marker is the commit point: a deployment (or group member) cut off after
+    writing it completed. Only what got as far as keeping its snapshot is checked."""
+    if deployment.is_preview:
+        return deployment
+    parts = engine.history.members(deployment.identifier) if deployment.is_group else [deployment]
+    for part in parts:
+        if part.status is DeploymentStatus.COMPLETED or not engine.snapshots.find_tree(
+            part.identifier
+        ):
+            continue
+        try:
+            with engine.transport(part.project, part.server) as transport:
+                marker = read_marker(transport)
+        except DeployHQLiteError as exc:
+            log.warning("deployment.unchecked", deployment=part.identifier, error=str(exc))
+            continue
+        if marker is not None and marker.get("deployment") == part.identifier:
+            engine.history.update(
+                part,
+                status=DeploymentStatus.COMPLETED,
+                completed_at=marker.get("deployed_at") or utcnow(),
+                error=None,
+            )
+            log.warning("deployment.recovered", deployment=part.identifier)
+    members = engine.history.members(deployment.identifier)
+    if (
+        deployment.is_group
+        and members
+        and all(m.status is DeploymentStatus.COMPLETED for m in members)
+    ):
+        engine.history.update(
+            deployment, status=DeploymentStatus.COMPLETED, completed_at=utcnow(), error=None
+        )
+    return engine.history.find(deployment.identifier) or deployment
+
+
+def run_releases(engine: Engine, on_release: ReleaseCallback | None = None) -> None:
+    """Deploy the scheduled releases that are due, unless another worker is doing it."""
+    from .releases import run_due
+
+    mine = LockRecord(RELEASES_KEY, RELEASES_KEY, worker_label(), utcnow())
+    acquired, holder = engine.history.try_lock(mine)
+    if not acquired and holder is not None and looks_stale(holder.owner):
+        acquired, _ = engine.history.try_lock(mine, steal=True)
+    if not acquired:
+        return
+    try:
+        for release, outcome in run_due(engine):
+            log.info("release.scheduled_run", release=release.uid, outcome=outcome)
+            if on_release is not None:
+                on_release(release, outcome)
+    finally:
+        engine.history.unlock(RELEASES_KEY, RELEASES_KEY)
+
+
+def _notify(on_event: EventCallback | None, event: str, deployment: Deployment) -> None:
+    if on_event is not None:
+        on_event(event, deployment)

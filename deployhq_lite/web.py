@@ -1,0 +1,420 @@
+"""The HTTP API (``deployhq-lite serve``): DeployHQ's routes, JSON in and out.
+
+Routes are thin: they call the same functions as the CLI. Deployments are queued (rows
+in the history) and run by a worker (:mod:`queue`): in this process by default, or by
+``deployhq-lite worker`` processes. Every route needs HTTP basic authentication
+(``--user EMAIL:API_KEY``) against ``[api_users]``, which keeps only SHA-256 hashes.
+Refusals are ``422 {"error": ...}`` with DeployHQ's messages; unknown names are 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import config as config_module
+from .config import Settings
+from .engine import Engine
+from .errors import ConfigError, DeployHQLiteError, StoreError, UnknownNameError
+from .log import get_logger
+from .records import DeploymentMode, DeploymentStatus
+
+MAX_BODY = 64 * 1024  # bytes of a request body
+_DUMMY_HASH = hashlib.sha256(b"no such user").hexdigest()
+
+log = get_logger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RollbackRequest(_Body):
+    mode: DeploymentMode = DeploymentMode.QUEUE
+    copy_config_files: bool = True
+    run_build_commands: bool = True
+
+
+class DeploymentRequest(_Body):
+    """A new deployment. ``parent_identifier`` (DeployHQ's name) or ``server``: a server
+    or server group, by its key or its identifier. ``end_revision`` defaults to the
+    branch head; the start is always what the server holds (``start_revision``, if given,
+    must match it)."""
+
+    parent_identifier: str | None = Field(default=None, min_length=1, max_length=200)
+    server: str | None = Field(default=None, min_length=1, max_length=200)
+    start_revision: str | None = Field(default=None, max_length=200)
+    end_revision: str | None = Field(default=None, min_length=1, max_length=200)
+    branch: str | None = Field(default=None, max_length=200)
+    mode: DeploymentMode = DeploymentMode.QUEUE
+    copy_config_files: bool = True
+    run_build_commands: bool = True
+    config_files_only: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, data: Any) -> Any:
+        """DeployHQ's clients send ``{"deployment": {...}}``; a flat body works too."""
+        if isinstance(data, dict) and set(data) == {"deployment"}:
+            return data["deployment"]
+        return data
+
+
+class NewRelease(_Body):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class NewItem(_Body):
+    uid: str = Field(min_length=1, max_length=200)
+    version: int | None = Field(default=None, ge=1)
+    locales: list[str] = Field(default_factory=list, max_length=100)
+    action: Literal["publish", "unpublish"] = "publish"
+    with_references: bool = False
+
+
+class ReleaseDeploy(_Body):
+    environment: str = Field(min_length=1, max_length=200)
+    locales: list[str] = Field(default_factory=list, max_length=100)
+    schedule_at: str | None = Field(default=None, max_length=100)
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, *, worker: bool = True, worker_interval: float = 0.5) -> Any:
+    """The ASGI app; with ``worker``, a thread in this process runs queued deployments."""
+
+    stop, wake = threading.Event(), threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        thread = None
+        if worker:
+            thread = threading.Thread(
+                target=_worker, args=(settings, stop, wake, worker_interval), daemon=True
+            )
+            thread.start()
+        yield
+        stop.set()
+        wake.set()
+        if thread is not None:
+            thread.join(timeout=60)
+
+    app = FastAPI(
+        title="deployhq-lite",
+        summary="DeployHQ-compatible deployments and rollbacks, and content releases.",
+        lifespan=lifespan,
+    )
+    engines = threading.local()
+
+    def engine() -> Engine:
+        found: Engine | None = getattr(engines, "engine", None)
+        if found is None:
+            found = engines.engine = Engine(settings)
+        return found
+
+    user = Depends(_authenticated(settings))
+    _add_error_handlers(app)
+    _deployment_routes(app, settings, engine, user, wake)
+    _release_routes(app, engine, user)
+    return _LimitBody(app)
+
+
+def _worker(
+    settings: Settings, stop: threading.Event, wake: threading.Event, interval: float
+) -> None:
+    from .queue import run_worker
+
+    with Engine(settings) as engine:
+        run_worker(engine, once=False, interval=interval, stop=stop, wake=wake)
+
+
+def _authenticated(settings: Settings) -> Callable[[Request], str]:
+    def check(request: Request) -> str:
+        """The caller's email, from ``Authorization: Basic``; constant-time compare."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        email, key = "", ""
+        if scheme.lower() == "basic":
+            try:
+                email, _, key = base64.b64decode(token, validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                email, key = "", ""
+        found = settings.api_users.get(email)
+        offered = hashlib.sha256(key.encode()).hexdigest()
+        ok = hmac.compare_digest(offered, found.key_sha256 if found else _DUMMY_HASH)
+        if not (found and key and ok):
+            raise ApiError(401, "authentication required: --user EMAIL:API_KEY")
+        return email
+
+    return check
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Basic realm="deployhq-lite"'} if exc.status == 401 else None
+        return JSONResponse({"error": exc.message, **exc.extra}, exc.status, headers=headers)
+
+    @app.exception_handler(DeployHQLiteError)
+    async def refused(request: Request, exc: DeployHQLiteError) -> JSONResponse:
+        status = 404 if isinstance(exc, UnknownNameError) else 422
+        if isinstance(exc, StoreError):
+            status = 503
+        body: dict[str, Any] = {"error": str(exc)}
+        code = getattr(exc, "code", None)
+        if isinstance(code, str):
+            body["error_code"] = code
+        return JSONResponse(body, status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
+        ]
+        return JSONResponse({"error": "; ".join(problems) or "malformed request"}, 422)
+
+
+def project_key(settings: Settings, project: str) -> str:
+    """A project's permalink from its permalink or its identifier (else 404)."""
+    if project in settings.projects:
+        return project
+    for key in settings.projects:
+        if config_module.project_identifier(key) == project:
+            return key
+    raise UnknownNameError("project", project, settings.projects)
+
+
+def destination(settings: Settings, project: str, name: str) -> str:
+    """A server or server group key from its key or its identifier."""
+    config = settings.get_project(project)
+    for key in [*config.servers, *config.server_groups]:
+        if name in (key, config_module.server_identifier(project, key)):
+            return key
+    settings.check_destination(project, name)  # raises, listing them
+    return name
+
+
+def _deployment_routes(
+    app: FastAPI,
+    settings: Settings,
+    engine: Callable[[], Engine],
+    user: Any,
+    wake: threading.Event,
+) -> None:
+    from . import deployments
+
+    @app.post("/projects/{project}/deployments/{deployment}/rollback", status_code=201)
+    def rollback(
+        project: str, deployment: str, body: RollbackRequest | None = None, _: str = user
+    ) -> dict[str, Any]:
+        """Create a rollback deployment (DeployHQ's "Rollback deployment via API")."""
+        body = body or RollbackRequest()
+        created = deployments.create_rollback(
+            engine(),
+            project_key(settings, project),
+            deployment,
+            mode=body.mode,
+            copy_config_files=body.copy_config_files,
+            run_build_commands=body.run_build_commands,
+        )
+        wake.set()
+        if created.is_preview:
+            return {"identifier": created.identifier, "status": created.status.value}
+        return created.to_json(engine().members(created))
+
+    @app.get("/projects/{project}/deployments/{deployment}/preview")
+    def preview(project: str, deployment: str, _: str = user) -> dict[str, Any]:
+        """A preview's progress; its file changes once it is generated."""
+        found = engine().get_deployment(project_key(settings, project), deployment)
+        if found.status is DeploymentStatus.PREVIEW_PENDING:
+            return {"identifier": found.identifier, "status": found.status.value}
+        return engine().get_preview(found.project, found.identifier).to_json()
+
+    @app.post("/projects/{project}/deployments", status_code=201)
+    def create(project: str, request: DeploymentRequest, _: str = user) -> dict[str, Any]:
+        """Queue a deployment (or a preview) to a server or server group."""
+        key = project_key(settings, project)
+        name = request.parent_identifier or request.server
+        if name is None:
+            raise ApiError(422, "parent_identifier: give a server or server group")
+        target = destination(settings, key, name)
+        revision = request.end_revision or request.branch
+        created = deployments.create_deployment(
+            engine(),
+            key,
+            target,
+            revision=revision,
+            mode=request.mode,
+            config_files_only=request.config_files_only,
+        )
+        wake.set()
+        return created.to_json(engine().members(created))
+
+    @app.get("/projects/{project}/deployments")
+    def index(
+        project: str,
+        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+        per_page: Annotated[int, Query(ge=1, le=500)] = 30,
+        _: str = user,
+    ) -> dict[str, Any]:
+        """The project's deployments, newest first, a page at a time."""
+        key = project_key(settings, project)
+        found = engine().list_deployments(key, limit=per_page, offset=(page - 1) * per_page)
+        total = engine().history.count(key)
+        return {
+            "pagination": {
+                "current_page": page,
+                "total_pages": max(1, -(-total // per_page)),
+                "total_records": total,
+                "offset": (page - 1) * per_page,
+            },
+            "records": [d.to_json(engine().members(d)) for d in found],
+        }
+
+    @app.get("/projects/{project}/deployments/{deployment}")
+    def show(project: str, deployment: str, _: str = user) -> dict[str, Any]:
+        """One deployment with its per-file outcomes (each server's, for a group)."""
+        found = engine().get_deployment(project_key(settings, project), deployment)
+        return engine().describe(found)
+
+
+def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> None:
+    from . import releases
+
+    @app.post("/stacks/{stack}/releases", status_code=201)
+    def create_release(stack: str, body: NewRelease, email: str = user) -> dict[str, Any]:
+        return releases.create_release(engine(), stack, body.name, email).to_json()
+
+    @app.get("/stacks/{stack}/releases")
+    def list_releases(stack: str, email: str = user) -> list[dict[str, Any]]:
+        return [r.to_json() for r in releases.list_releases(engine(), stack, email)]
+
+    @app.get("/stacks/{stack}/releases/{release}")
+    def show_release(stack: str, release: str, email: str = user) -> dict[str, Any]:
+        return releases.get_release(engine(), stack, release, email).to_json()
+
+    @app.post("/stacks/{stack}/releases/{release}/items", status_code=201)
+    def add_item(stack: str, release: str, body: NewItem, email: str = user) -> dict[str, Any]:
+        return releases.add_item(
+            engine(),
+            stack,
+            release,
+            body.uid,
+            user=email,
+            version=body.version,
+            locales=body.locales,
+            action=body.action,
+            with_references=body.with_references,
+        ).to_json()
+
+    @app.post("/stacks/{stack}/releases/{release}/deploy")
+    def deploy_release(
+        stack: str, release: str, body: ReleaseDeploy, email: str = user
+    ) -> dict[str, Any]:
+        """Deploy a release now (the publish result), or schedule it (the release)."""
+        return (
+            engine()
+            .deploy_release(
+                stack,
+                release,
+                environment=body.environment,
+                user=email,
+                locales=body.locales,
+                schedule_at=body.schedule_at,
+            )
+            .to_json()
+        )
+
+    @app.post("/stacks/{stack}/releases/{release}/rollback", status_code=201)
+    def rollback_release(stack: str, release: str, email: str = user) -> dict[str, Any]:
+        """Your rollback release of a deployed release (made once, then returned)."""
+        return engine().rollback_release(stack, release, user=email).to_json()
+
+    @app.delete("/stacks/{stack}/releases/{release}")
+    def delete_release(stack: str, release: str, email: str = user) -> dict[str, Any]:
+        return {
+            **releases.delete_release(engine(), stack, release, email).to_json(),
+            "deleted": True,
+        }
+
+
+class _LimitBody:
+    """ASGI middleware: a request body over ``MAX_BODY`` bytes gets 413, never read whole."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            await _too_large(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise ApiError(413, f"request body over {MAX_BODY} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(send: Send) -> None:
+    body = b'{"error": "request body too large (at most 65536 bytes)"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve(settings: Settings, *, host: str, port: int, worker: bool = True) -> None:
+    """Run the API with uvicorn until interrupted."""
+    import uvicorn
+
+    if not settings.api_users:
+        where = settings.config_path or "config"
+        raise ConfigError(
+            f"{where}: no [api_users]: every route needs one; "
+            "create a key with `deployhq-lite api-keys create EMAIL`"
+        )
+    uvicorn.run(create_app(settings, worker=worker), host=host, port=port, log_level="warning")

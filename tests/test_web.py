@@ -1,0 +1,387 @@
+"""The HTTP API against a real uvicorn server on a loopback port, with httpx."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+import deployhq_lite as dhq
+from deployhq_lite.deployments import (
+    ROLLBACK_CONFIG_FILES,
+    ROLLBACK_IMPOSSIBLE,
+    ROLLBACK_LATEST,
+    ROLLBACK_NO_SERVER,
+)
+from deployhq_lite.testing.plugin import Site, run_cli
+from deployhq_lite.testing.sshd import free_port
+
+EMAIL = "adam@atechmedia.com"
+KEY = "my-api-key"
+AUTH = (EMAIL, KEY)
+
+
+@dataclass
+class Api:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def client(self, auth: tuple[str, str] | None = AUTH) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=auth, timeout=30)
+
+
+def api_users(site: Site) -> None:
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    text = site.config.read_text()
+    site.config.write_text(text + f'\n[api_users."{EMAIL}"]\nkey_sha256 = "{digest}"\n')
+
+
+@pytest.fixture
+def start_api(site: Site) -> Iterator[Callable[..., Api]]:
+    """Start ``deployhq-lite serve`` on a free loopback port (after the test set up the
+    config it wants); stopped at the end."""
+    started: list[Api] = []
+
+    def start(*args: str) -> Api:
+        if "api_users" not in site.config.read_text():
+            api_users(site)
+        port = free_port()
+        exe = shutil.which("deployhq-lite", path=str(Path(sys.executable).parent))
+        process = subprocess.Popen(
+            [
+                exe or "deployhq-lite",
+                "serve",
+                "--port",
+                str(port),
+                "--config",
+                str(site.config),
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        api = Api(f"http://127.0.0.1:{port}", process)
+        started.append(api)
+        for _ in range(200):  # up to 20 s
+            try:
+                httpx.get(api.url + "/openapi.json", timeout=1)
+                return api
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                time.sleep(0.1)
+        raise AssertionError("the API server did not start")
+
+    yield start
+    for api in started:
+        api.process.send_signal(signal.SIGINT)
+        try:
+            api.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            api.process.kill()
+            api.process.wait()
+        if api.process.stdout is not None:
+            api.process.stdout.close()
+
+
+def wait_for(client: httpx.Client, path: str, statuses: set[str]) -> dict:  # type: ignore[type-arg]
+    for _ in range(300):  # up to 30 s
+        body = client.get(path).json()
+        if body["status"] in statuses:
+            return body  # type: ignore[no-any-return]
+        time.sleep(0.1)
+    raise AssertionError(f"{path} still {body['status']}")
+
+
+def two_deployments(site: Site) -> tuple[dhq.Deployment, dhq.Deployment]:
+    site.repo.commit({"index.html": "one", "old.txt": "old"})
+    first = dhq.deploy("website", "production", config=site.config)
+    site.repo.commit({"index.html": "two", "old.txt": None, "new.txt": "new"})
+    second = dhq.deploy("website", "production", config=site.config)
+    return first, second
+
+
+def test_seed_rollback_in_queue_mode(site: Site, start_api: Callable[..., Api]) -> None:
+    first, second = two_deployments(site)
+    expected = {"index.html": b"one", "old.txt": b"old"}
+    api = start_api()
+    with api.client() as client:
+        response = client.post(
+            f"/projects/website/deployments/{first.identifier}/rollback",
+            json={"mode": "queue", "copy_config_files": True, "run_build_commands": True},
+            headers={"Accept": "application/json"},
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["status"] == "pending"
+        assert body["start_revision"] == second.end_revision
+        assert body["end_revision"] == first.end_revision
+        assert body["branch"] == "main"
+        assert body["configuration"] == {"copy_config_files": True, "run_build_commands": True}
+        assert body["timestamps"]["queued_at"].endswith("Z")
+        assert body["servers"] == [
+            {
+                "name": "Production Server",
+                "identifier": first.server_identifier,
+                "protocol_type": "local",
+            }
+        ]
+        assert body["project"] == {"name": "Website", "permalink": "website"}
+        done = wait_for(
+            client, f"/projects/website/deployments/{body['identifier']}", {"completed", "failed"}
+        )
+        assert done["status"] == "completed", done
+        assert {(c["path"], c["change"]) for c in done["changes"]} == {
+            ("index.html", "modified"),
+            ("new.txt", "deleted"),
+            ("old.txt", "added"),
+        }
+    assert site.files() == expected
+
+
+def test_seed_rollback_in_preview_mode(site: Site, start_api: Callable[..., Api]) -> None:
+    first, _ = two_deployments(site)
+    api = start_api()
+    with api.client() as client:
+        response = client.post(
+            f"/projects/website/deployments/{first.identifier}/rollback", json={"mode": "preview"}
+        )
+        assert response.status_code == 201
+        body = response.json()
+        assert body == {"identifier": body["identifier"], "status": "preview_pending"}
+        path = f"/projects/website/deployments/{body['identifier']}/preview"
+        preview = wait_for(client, path, {"previewed", "failed"})
+        assert preview["status"] == "previewed"
+        assert sorted(c["path"] for c in preview["changes"]) == ["index.html", "new.txt", "old.txt"]
+    assert site.files()["index.html"] == b"two"  # a preview writes nothing
+
+
+def test_the_four_refusals_are_422_with_the_seed_messages(
+    site: Site, start_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    _, second = two_deployments(site)
+    staging = (
+        "\n[projects.website.servers.staging]\n"
+        f'protocol_type = "local"\nroot = "{tmp_path / "staging"}"\n'
+        '[[projects.website.servers.staging.config_files]]\npath = ".env"\nbody = "A=1"\n'
+    )
+    site.write_config(staging)
+    gone = dhq.deploy("website", "staging", config=site.config)
+    with dhq.Engine(site.config) as engine:
+        files_only = engine.deploy("website", "staging", config_files_only=True)
+    dhq.deploy("website", "staging", config=site.config)
+    preview = dhq.preview("website", "production", config=site.config)
+    site.write_config()  # staging is gone from the config
+    api = start_api()
+    cases = {
+        second.identifier: ROLLBACK_LATEST,
+        files_only.identifier: ROLLBACK_CONFIG_FILES,
+        gone.identifier: ROLLBACK_NO_SERVER,
+        preview.deployment.identifier: ROLLBACK_IMPOSSIBLE,
+    }
+    with api.client() as client:
+        for identifier, message in cases.items():
+            response = client.post(f"/projects/website/deployments/{identifier}/rollback")
+            assert (response.status_code, response.json()) == (422, {"error": message})
+
+
+def test_unknown_names_malformed_bodies_and_large_bodies(
+    site: Site, start_api: Callable[..., Api]
+) -> None:
+    first, _ = two_deployments(site)
+    api = start_api()
+    with api.client() as client:
+        response = client.post(f"/projects/nope/deployments/{first.identifier}/rollback")
+        assert response.status_code == 404
+        assert response.json()["error"].startswith("unknown project 'nope'")
+        response = client.get("/projects/website/deployments/0000000-nope")
+        assert response.status_code == 404 and "unknown deployment" in response.json()["error"]
+        response = client.get("/no/such/route")
+        assert (response.status_code, response.json()) == (404, {"error": "Not Found"})
+        response = client.post(
+            f"/projects/website/deployments/{first.identifier}/rollback", json={"mode": "later"}
+        )
+        assert response.status_code == 422
+        assert response.json()["error"].startswith("mode: Input should be 'queue' or 'preview'")
+        response = client.post(
+            f"/projects/website/deployments/{first.identifier}/rollback",
+            json={"copy_config_files": "maybe"},
+        )
+        assert response.status_code == 422 and "copy_config_files" in response.json()["error"]
+        response = client.post(
+            f"/projects/website/deployments/{first.identifier}/rollback",
+            content=b"{" + b" " * 100_000 + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 413
+        # the project by its identifier works as well as by its permalink
+        from deployhq_lite.config import project_identifier
+
+        listed = client.get(f"/projects/{project_identifier('website')}/deployments").json()
+        assert len(listed["records"]) == 2
+
+
+def test_every_route_needs_authentication(site: Site, start_api: Callable[..., Api]) -> None:
+    first, _ = two_deployments(site)
+    api = start_api()
+    attempts: list[tuple[str, str] | None] = [
+        None,
+        (EMAIL, "wrong-key"),
+        ("someone@example.com", KEY),
+        (EMAIL, ""),
+    ]
+    routes = [
+        ("POST", f"/projects/website/deployments/{first.identifier}/rollback"),
+        ("GET", f"/projects/website/deployments/{first.identifier}/preview"),
+        ("GET", f"/projects/website/deployments/{first.identifier}"),
+        ("GET", "/projects/website/deployments"),
+        ("POST", "/projects/website/deployments"),
+        ("GET", "/stacks/blog/releases"),
+    ]
+    for auth in attempts:
+        with api.client(auth) as client:
+            for method, path in routes:
+                response = client.request(method, path, json={})
+                assert response.status_code == 401, (auth, path)
+                assert response.json() == {"error": "authentication required: --user EMAIL:API_KEY"}
+                assert response.headers["www-authenticate"].startswith("Basic")
+                assert KEY not in response.text
+    assert dhq.Engine(site.config).list_deployments("website")[0].identifier != ""
+    output = api.process.stdout
+    api.process.send_signal(signal.SIGINT)
+    api.process.wait(timeout=20)
+    assert output is not None and KEY.encode() not in output.read()
+
+
+def test_create_list_and_show_deployments(site: Site, start_api: Callable[..., Api]) -> None:
+    site.repo.commit({"index.html": "one"})
+    api = start_api()
+    with api.client() as client:
+        created = client.post(
+            "/projects/website/deployments",
+            json={"deployment": {"parent_identifier": "production", "mode": "queue"}},
+        )
+        assert created.status_code == 201, created.text
+        done = wait_for(
+            client, f"/projects/website/deployments/{created.json()['identifier']}", {"completed"}
+        )
+        assert done["end_revision"] == site.repo.head()
+        site.repo.commit({"index.html": "two"})
+        by_id = client.post(
+            "/projects/website/deployments",
+            json={"server": done["servers"][0]["identifier"], "end_revision": "main"},
+        )
+        assert by_id.status_code == 201, by_id.text
+        wait_for(
+            client, f"/projects/website/deployments/{by_id.json()['identifier']}", {"completed"}
+        )
+        page = client.get("/projects/website/deployments", params={"per_page": 1, "page": 2}).json()
+        assert page["pagination"] == {
+            "current_page": 2,
+            "total_pages": 2,
+            "total_records": 2,
+            "offset": 1,
+        }
+        assert [d["identifier"] for d in page["records"]] == [done["identifier"]]
+        unknown = client.post("/projects/website/deployments", json={"server": "nope"})
+        assert unknown.status_code == 404
+        assert "unknown server or server group 'nope'" in unknown.json()["error"]
+    assert site.files() == {"index.html": b"two"}
+
+
+def test_twenty_concurrent_rollbacks_on_one_server_are_serialized(
+    site: Site, start_api: Callable[..., Api]
+) -> None:
+    first, _ = two_deployments(site)
+    api = start_api()
+    with api.client() as client, ThreadPoolExecutor(20) as pool:
+        path = f"/projects/website/deployments/{first.identifier}/rollback"
+        responses = list(pool.map(lambda _: client.post(path), range(20)))
+        assert [r.status_code for r in responses] == [201] * 20
+        identifiers = [r.json()["identifier"] for r in responses]
+        finished = [
+            wait_for(client, f"/projects/website/deployments/{i}", {"completed", "failed"})
+            for i in identifiers
+        ]
+    assert [d["status"] for d in finished] == ["completed"] * 20
+    with dhq.Engine(site.config) as engine:
+        runs = sorted(
+            (engine.get_deployment("website", i) for i in identifiers),
+            key=lambda d: d.started_at or "",
+        )
+        for earlier, later in itertools.pairwise(runs):  # one at a time
+            assert earlier.completed_at is not None and later.started_at is not None
+            assert earlier.completed_at <= later.started_at
+    assert site.files() == {"index.html": b"one", "old.txt": b"old"}
+    marker = json.loads((site.root / ".deployhq-lite" / "revision").read_text())
+    assert marker["deployment"] == runs[-1].identifier
+
+
+def test_api_keys_create_prints_a_key_and_its_config_lines(site: Site) -> None:
+    done = run_cli("api-keys", "create", "ops@example.com", "--json")
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    digest = hashlib.sha256(made["api_key"].encode()).hexdigest()
+    assert made["config"] == f'[api_users."ops@example.com"]\nkey_sha256 = "{digest}"\n'
+    assert len(made["api_key"]) >= 40
+    again = json.loads(run_cli("api-keys", "create", "ops@example.com", "--json").stdout)
+    assert again["api_key"] != made["api_key"]
+
+
+def test_serve_without_api_users_is_one_line(site: Site) -> None:
+    done = run_cli("serve", "--port", "1", "--config", site.config)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        "no [api_users]: every route needs one; create a key with "
+        "`deployhq-lite api-keys create EMAIL`"
+    )
+
+
+def test_schemathesis_finds_no_server_errors(
+    site: Site, start_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    first, _ = two_deployments(site)
+    api = start_api()
+    settings = tmp_path / "schemathesis.toml"  # real names, so requests reach the logic
+    settings.write_text(
+        f'[parameters]\n"path.project" = "website"\n"path.deployment" = "{first.identifier}"\n'
+    )
+    st = Path(sys.executable).parent / "st"
+    done = subprocess.run(
+        [
+            str(st),
+            "--config-file",
+            str(settings),
+            "run",
+            api.url + "/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--auth",
+            f"{EMAIL}:{KEY}",
+            "--max-examples",
+            "15",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
