@@ -28,6 +28,8 @@ from deployhq_lite.deployments import (
 )
 from deployhq_lite.testing.plugin import Site, run_cli
 from deployhq_lite.testing.sshd import free_port
+from tests.test_entries import Stack, delivered, entry
+from tests.test_entries import stack as stack
 
 EMAIL = "adam@atechmedia.com"
 KEY = "my-api-key"
@@ -43,21 +45,23 @@ class Api:
         return httpx.Client(base_url=self.url, auth=auth, timeout=30)
 
 
-def api_users(site: Site) -> None:
+def api_users(config: Path) -> None:
     digest = hashlib.sha256(KEY.encode()).hexdigest()
-    text = site.config.read_text()
-    site.config.write_text(text + f'\n[api_users."{EMAIL}"]\nkey_sha256 = "{digest}"\n')
+    text = config.read_text()
+    config.write_text(text + f'\n[api_users."{EMAIL}"]\nkey_sha256 = "{digest}"\n')
 
 
 @pytest.fixture
-def start_api(site: Site) -> Iterator[Callable[..., Api]]:
+def start_api(request: pytest.FixtureRequest) -> Iterator[Callable[..., Api]]:
     """Start ``deployhq-lite serve`` on a free loopback port (after the test set up the
     config it wants); stopped at the end."""
     started: list[Api] = []
 
-    def start(*args: str) -> Api:
-        if "api_users" not in site.config.read_text():
-            api_users(site)
+    def start(*args: str, config: Path | None = None) -> Api:
+        config = config or request.getfixturevalue("site").config
+        assert config is not None
+        if "api_users" not in config.read_text():
+            api_users(config)
         port = free_port()
         exe = shutil.which("deployhq-lite", path=str(Path(sys.executable).parent))
         process = subprocess.Popen(
@@ -67,7 +71,7 @@ def start_api(site: Site) -> Iterator[Callable[..., Api]]:
                 "--port",
                 str(port),
                 "--config",
-                str(site.config),
+                str(config),
                 *args,
             ],
             stdin=subprocess.DEVNULL,
@@ -385,3 +389,64 @@ def test_schemathesis_finds_no_server_errors(
         check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_release_routes_follow_the_cli_rules(
+    stack: Stack, start_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    stack.repo.commit({"entries/post/hello.json": entry("hello v1")})
+    stack.repo.commit({"entries/post/hello.json": entry("hello v2")})
+    publish = ("entries", "publish", "blog", "hello", "--environment", "production")
+    assert stack.cli(*publish, "--version", "1")[0] == 0
+    stack.config.write_text(
+        stack.config.read_text()
+        + f'[users."{EMAIL}"]\nrole = "editor"\nenvironments = ["production"]\n'
+        + '[users."staging-only@example.com"]\nenvironments = ["staging"]\n'
+    )
+    api_users(stack.config)
+    digest = hashlib.sha256(b"other-key").hexdigest()
+    stack.config.write_text(
+        stack.config.read_text()
+        + f'[api_users."staging-only@example.com"]\nkey_sha256 = "{digest}"\n'
+    )
+    api = start_api(config=stack.config)
+    production = stack.delivery["production"]
+    with api.client() as client:
+        made = client.post("/stacks/blog/releases", json={"name": "Launch"})
+        assert made.status_code == 201, made.text
+        uid = made.json()["uid"]
+        item = client.post(f"/stacks/blog/releases/{uid}/items", json={"uid": "hello"})
+        assert item.status_code == 201, item.text
+        assert item.json()["items"][0]["version"] == 2
+        deployed = client.post(
+            f"/stacks/blog/releases/{uid}/deploy", json={"environment": "production"}
+        )
+        assert deployed.status_code == 200, deployed.text
+        assert b"hello v2" in delivered(production)["en-us/entries/post/hello.json"]
+        back = client.post(f"/stacks/blog/releases/{uid}/rollback")
+        assert back.status_code == 201, back.text
+        assert back.json()["kind"] == "rollback" and back.json()["rollback_of"] == uid
+        undone = client.post(
+            f"/stacks/blog/releases/{back.json()['uid']}/deploy", json={"environment": "production"}
+        )
+        assert undone.status_code == 200, undone.text
+        assert b"hello v1" in delivered(production)["en-us/entries/post/hello.json"]
+        listed = client.get("/stacks/blog/releases").json()
+        assert {r["uid"] for r in listed} == {uid, back.json()["uid"]}
+        assert client.get(f"/stacks/blog/releases/{uid}").json()["deployed"] is True
+        # refusals keep the CLI's error codes; unknown names are 404
+        read_only = client.post(
+            f"/stacks/blog/releases/{back.json()['uid']}/items", json={"uid": "hello"}
+        )
+        assert read_only.status_code == 422 and "error_code" in read_only.json()
+        assert client.get("/stacks/nope/releases").status_code == 404
+        gone = client.delete(f"/stacks/blog/releases/{uid}")
+        assert gone.status_code == 200 and gone.json()["deleted"] is True
+    with httpx.Client(base_url=api.url, auth=("staging-only@example.com", "other-key")) as other:
+        mine = other.post("/stacks/blog/releases", json={"name": "Mine"}).json()["uid"]
+        other.post(f"/stacks/blog/releases/{mine}/items", json={"uid": "hello", "version": 1})
+        refused = other.post(
+            f"/stacks/blog/releases/{mine}/deploy", json={"environment": "production"}
+        )
+        assert refused.status_code == 422
+        assert refused.json()["error_code"]
