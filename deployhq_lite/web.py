@@ -62,9 +62,9 @@ class RollbackRequest(_Body):
 
 class DeploymentRequest(_Body):
     """A new deployment. ``parent_identifier`` (DeployHQ's name) or ``server``: a server
-    or server group, by its key or its identifier. ``end_revision`` defaults to the
-    branch head; the start is always what the server holds (``start_revision``, if given,
-    must match it)."""
+    or server group, by its key or its identifier. ``end_revision`` (or ``branch``)
+    defaults to the branch head. ``start_revision`` is accepted for DeployHQ's clients
+    and not used: the start is always what each server holds, so nothing is skipped."""
 
     parent_identifier: str | None = Field(default=None, min_length=1, max_length=200)
     server: str | None = Field(default=None, min_length=1, max_length=200)
