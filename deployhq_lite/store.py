@@ -252,26 +252,17 @@ class History:
     ) -> list[Deployment]:
         """Newest first: one server's (or group's) deployments, or, without ``server``,
         the project's top-level ones (a group deployment, not its per-server parts)."""
-        sql = "SELECT * FROM deployments WHERE project = ?"
-        args: list[Any] = [project]
-        if server is not None:
-            sql += " AND server = ?"
-            args.append(server)
-        else:
-            sql += " AND group_id IS NULL"
-        sql += " ORDER BY seq DESC LIMIT ? OFFSET ?"
-        rows = self._db.execute(sql, [*args, limit, offset]).fetchall()
+        where, args = _listing(project, server)
+        rows = self._db.execute(
+            f"SELECT * FROM deployments WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",  # noqa: S608
+            [*args, limit, offset],
+        ).fetchall()
         return [_from_row(row) for row in rows]
 
     def count(self, project: str, server: str | None = None) -> int:
         """How many deployments :meth:`query` pages through."""
-        sql = "SELECT COUNT(*) FROM deployments WHERE project = ?"
-        args: list[Any] = [project]
-        if server is not None:
-            sql += " AND server = ?"
-            args.append(server)
-        else:
-            sql += " AND group_id IS NULL"
+        where, args = _listing(project, server)
+        sql = f"SELECT COUNT(*) FROM deployments WHERE {where}"  # noqa: S608
         return int(self._db.execute(sql, args).fetchone()[0])
 
     def find_prefix(self, project: str, prefix: str) -> list[Deployment]:
@@ -527,6 +518,13 @@ class History:
                 "DELETE FROM locks WHERE server_key = ? AND deployment = ?",
                 (server_key, deployment),
             )
+
+
+def _listing(project: str, server: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (fixed text) and arguments of a project's or a server's list."""
+    if server is None:
+        return "project = ? AND group_id IS NULL", [project]
+    return "project = ? AND server = ?", [project, server]
 
 
 def _to_sql(value: Any) -> Any:
