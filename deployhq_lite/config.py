@@ -478,6 +478,10 @@ def _resolve_paths(settings: Settings, base: Path, config_path: Path | None) -> 
                     skey: _resolve_server(server, skey, absolute)
                     for skey, server in project.servers.items()
                 },
+                "server_groups": {
+                    gkey: group.model_copy(update={"name": group.name or gkey})
+                    for gkey, group in project.server_groups.items()
+                },
             }
         )
         for key, project in settings.projects.items()
