@@ -385,6 +385,7 @@ def test_schemathesis_finds_no_server_errors(
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # its cache directory goes there, not into the checkout
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
         check=False,
     )
