@@ -186,9 +186,17 @@ def _add_members(
 def run_group_preview(
     engine: Engine, parent: Deployment, *, on_output: OutputCallback | None = None
 ) -> Preview:
+    """Each member's preview (one build for all); if one cannot be made, all fail."""
     members = _build_members(engine, parent, engine.history.members(parent.identifier), on_output)
-    for member in members:
-        run_preview(engine, member)
+    try:
+        for member in members:
+            run_preview(engine, member)
+    except BaseException as exc:
+        for member in engine.history.members(parent.identifier):
+            if member.status is DeploymentStatus.PREVIEW_PENDING:
+                _skip(engine, member, f"a preview of this group failed ({exc})")
+        _finish(engine, parent, {"": str(exc)})
+        raise
     parent = engine.history.update(parent, status=DeploymentStatus.PREVIEWED, completed_at=utcnow())
     return engine.get_preview(parent.project, parent.identifier)
 
