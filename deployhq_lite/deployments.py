@@ -67,6 +67,8 @@ def create_deployment(
     revision: str | None = None,
     mode: DeploymentMode = DeploymentMode.QUEUE,
     config_files_only: bool = False,
+    copy_config_files: bool = True,
+    run_build_commands: bool = True,
     group: str | None = None,
     claimed_by: str | None = None,
 ) -> Deployment:
@@ -75,8 +77,10 @@ def create_deployment(
     process that runs it now (no queue worker may take it); None leaves it queued.
 
     What it puts on the server is one tree: the revision's selected files (see
-    :mod:`selection`) with the server's config files on top. A config-files-only
-    deployment puts the config files on top of what the server holds.
+    :mod:`selection`), or its build's output, with the server's config files on top
+    (without ``copy_config_files``: the ones it holds now). Without
+    ``run_build_commands`` the repository's files are deployed, unbuilt. A
+    config-files-only deployment puts the config files on top of what the server holds.
     """
     engine.settings.check_destination(project, server)
     if engine.settings.find_group(project, server) is not None:
@@ -89,6 +93,8 @@ def create_deployment(
             revision=revision,
             mode=mode,
             config_files_only=config_files_only,
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
             claimed_by=claimed_by,
         )
     config = engine.settings.get_project(project)
@@ -104,8 +110,14 @@ def create_deployment(
             end_revision = latest.end_revision
         base = engine.snapshots.find_tree(latest.identifier) if latest else None
         end_tree = overlay(store, base, files)
-    elif not config.build_commands:  # with them, the tree is known once the build ran
-        end_tree = server_tree(engine, project, server, repo.tree_of(end_revision))
+    elif not (config.build_commands and run_build_commands):  # else: once the build ran
+        end_tree = server_tree(
+            engine,
+            project,
+            server,
+            repo.tree_of(end_revision),
+            copy_config_files=copy_config_files,
+        )
     return new_deployment(
         engine,
         project,
@@ -115,6 +127,8 @@ def create_deployment(
         branch=config.branch,
         mode=mode,
         config_files_only=config_files_only,
+        copy_config_files=copy_config_files,
+        run_build_commands=run_build_commands,
         group=group,
         claimed_by=claimed_by,
     )

@@ -310,10 +310,14 @@ class Engine:
         override_marker: bool = False,
         on_progress: ProgressCallback | None = None,
         config_files_only: bool = False,
+        copy_config_files: bool = True,
+        run_build_commands: bool = True,
         on_output: OutputCallback | None = None,
     ) -> Deployment:
         """Deploy ``revision`` (default: the branch head) to a server or server group and
-        wait for it to finish; ``config_files_only`` writes only the config files;
+        wait for it to finish; ``config_files_only`` writes only the config files,
+        ``copy_config_files=False`` leaves the server's as they are,
+        ``run_build_commands=False`` deploys the repository's files unbuilt;
         ``on_output`` gets each line the build commands print."""
         from . import deployments
 
@@ -323,6 +327,8 @@ class Engine:
             server,
             revision=revision,
             config_files_only=config_files_only,
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
             claimed_by=_here(),  # run here and now, not by a queue worker
         )
         return deployments.run_deployment(

@@ -49,6 +49,8 @@ def create_group_deployment(
     revision: str | None,
     mode: DeploymentMode,
     config_files_only: bool,
+    copy_config_files: bool = True,
+    run_build_commands: bool = True,
     claimed_by: str | None = None,
 ) -> Deployment:
     """Record a deployment of ``revision`` to every server of group ``key``."""
@@ -64,6 +66,8 @@ def create_group_deployment(
         branch=config.branch,
         mode=mode,
         config_files_only=config_files_only,
+        copy_config_files=copy_config_files,
+        run_build_commands=run_build_commands,
         claimed_by=owner_label(),  # no worker takes it before its members are in
     )
     return _add_members(
@@ -76,6 +80,8 @@ def create_group_deployment(
             revision=end_revision,
             mode=mode,
             config_files_only=config_files_only,
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
             group=parent.identifier,
         ),
         group.servers,

@@ -276,6 +276,8 @@ def _deployment_routes(
             revision=revision,
             mode=request.mode,
             config_files_only=request.config_files_only,
+            copy_config_files=request.copy_config_files,
+            run_build_commands=request.run_build_commands,
         )
         wake.set()
         return created.to_json(engine().members(created))

@@ -191,3 +191,27 @@ def test_a_group_builds_once_for_local_and_ssh_servers(
     assert {s["status"] for s in latest["servers"]} == {"failed"}
     assert all(s["error"].startswith("not run: the build failed") for s in latest["servers"])
     assert (remote / "app.js").read_bytes() == b"a();\n"
+
+
+def test_deploy_flags_skip_the_build_or_keep_the_servers_config_files(
+    site: Site, tmp_path: Path
+) -> None:
+    build_config(
+        site,
+        tmp_path,
+        '\n[[projects.website.servers.production.config_files]]\npath = ".env"\nbody = "K=1"\n',
+    )
+    site.repo.commit({"src/a.js": "a();\n"})
+    cli(site, "deploy", "website", "--server", "production")
+    assert site.files() == {"app.js": b"a();\n", "stamp.txt": b"A", ".env": b"K=1"}
+    site.config.write_text(site.config.read_text().replace('body = "K=1"', 'body = "K=2"'))
+    # --no-copy-config-files: the server keeps the .env it has
+    kept = cli(site, "deploy", "website", "--server", "production", "--no-copy-config-files")
+    assert kept["configuration"]["copy_config_files"] is False
+    assert site.files()[".env"] == b"K=1"
+    # --no-run-build-commands: the repository's files, unbuilt (nothing is run)
+    raw = cli(site, "deploy", "website", "--server", "production", "--no-run-build-commands")
+    assert raw["configuration"]["run_build_commands"] is False
+    shown = cli(site, "deployments", "show", "website", raw["identifier"])
+    assert "commands" not in shown
+    assert site.files() == {"src/a.js": b"a();\n", ".env": b"K=2"}

@@ -32,6 +32,18 @@ from .common import (
 @click.option("--break-lock", is_flag=True, help="Take over a lock left by a dead deployment.")
 @click.option("--override-marker", is_flag=True, help="Deploy even if the server marker disagrees.")
 @click.option("--config-files-only", is_flag=True, help="Write only the server's config files.")
+@click.option(
+    "--copy-config-files/--no-copy-config-files",
+    default=True,
+    show_default=True,
+    help="Without: leave the server's config files as they are.",
+)
+@click.option(
+    "--run-build-commands/--no-run-build-commands",
+    default=True,
+    show_default=True,
+    help="Without: deploy the repository's files, unbuilt.",
+)
 @common_options
 def deploy(
     project: str,
@@ -41,6 +53,8 @@ def deploy(
     break_lock: bool,
     override_marker: bool,
     config_files_only: bool,
+    copy_config_files: bool,
+    run_build_commands: bool,
 ) -> None:
     """Deploy REVISION of PROJECT to a server."""
     with _engine() as engine:
@@ -57,6 +71,8 @@ def deploy(
                 override_marker=override_marker,
                 on_progress=progress,
                 config_files_only=config_files_only,
+                copy_config_files=copy_config_files,
+                run_build_commands=run_build_commands,
                 on_output=echo_build_output,
             )
         _show(engine, done)
