@@ -42,6 +42,7 @@ from .selection import overlay, select_tree
 from .transports import Transport, Upload
 
 if TYPE_CHECKING:
+    from . import git
     from .config import SSHCommandConfig
     from .engine import Engine
 
@@ -412,6 +413,7 @@ def run_preview(
         except DeployHQLiteError as exc:
             _mark_failed(engine, deployment, str(exc))
             raise
+    _source(engine, deployment)
     the_plan = plan(engine, deployment)
     engine.history.record_changes(
         deployment.identifier,
@@ -503,6 +505,7 @@ def _run_locked(
 ) -> Deployment:
     marker = read_marker(transport)
     _recover_committed(engine, deployment, marker)
+    source = _source(engine, deployment)
     the_plan = plan(engine, deployment)
     check_marker(marker, deployment, the_plan.start, override=override_marker)
     the_plan = settle(the_plan, transport)
@@ -517,7 +520,6 @@ def _run_locked(
     engine.emit("deployment.started", deployment)
     commands = _commands(engine, deployment, first=the_plan.start is None)
     _run_commands(engine, deployment, transport, commands, "before")  # nothing touched yet
-    source = None if deployment.is_rollback else engine.source(deployment.project)
     assert deployment.end_tree is not None
     engine.snapshots.keep(deployment.identifier, deployment.end_tree, the_plan.changeset, source)
     statuses, failure = apply_changeset(engine, deployment, transport, the_plan, on_progress)
@@ -538,6 +540,13 @@ def _run_locked(
     log.info("deployment.completed", deployment=deployment.identifier)
     engine.emit("deployment.finished", deployment)
     return deployment
+
+
+def _source(engine: Engine, deployment: Deployment) -> git.Repository | None:
+    """The repository whose objects ``deployment``'s end tree may name, opened (which
+    lets the snapshot store read them; an engine in another thread or process has not
+    opened it yet). None for a rollback: its end tree is a kept snapshot."""
+    return None if deployment.is_rollback else engine.source(deployment.project)
 
 
 def _commands(engine: Engine, deployment: Deployment, *, first: bool) -> list[SSHCommandConfig]:

@@ -297,8 +297,6 @@ def _in_own_engine(
     with engine.fork() as own:
         found = own.history.find(member.identifier)
         assert found is not None
-        if not found.is_rollback:  # its end tree may name the repository's objects
-            own.source(found.project)
         run(own, found)
 
 

@@ -101,8 +101,6 @@ def run_claimed(engine: Engine, deployment: Deployment) -> Deployment:
     raised."""
     log.info("queue.claimed", deployment=deployment.identifier, worker=deployment.claimed_by)
     try:
-        if not deployment.is_rollback:  # its end tree may name the repository's objects
-            engine.source(deployment.project)
         if deployment.is_preview:
             run_preview(engine, deployment)
         else:
