@@ -605,13 +605,22 @@ def _recover_committed(
     if latest is not None and latest.seq > named.seq:
         return
     assert marker is not None
-    engine.history.update(
-        named,
+    record_committed(engine, named, marker, by=deployment.identifier)
+
+
+def record_committed(
+    engine: Engine, deployment: Deployment, marker: dict[str, str], *, by: str
+) -> Deployment:
+    """Record ``deployment``, which its server's marker names, as completed (when the
+    marker says): it wrote the marker, its commit point, before it was cut off."""
+    done = engine.history.update(
+        deployment,
         status=DeploymentStatus.COMPLETED,
         completed_at=marker.get("deployed_at") or utcnow(),
         error=None,
     )
-    log.warning("deployment.recovered", deployment=named.identifier, by=deployment.identifier)
+    log.warning("deployment.recovered", deployment=deployment.identifier, by=by)
+    return done
 
 
 def apply_changeset(

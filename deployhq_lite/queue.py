@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .deployments import run_deployment, run_preview
+from .deployments import record_committed, run_deployment, run_preview
 from .errors import DeployHQLiteError
 from .locking import looks_stale, owner_label
 from .log import get_logger
@@ -154,13 +154,7 @@ def _reconcile(engine: Engine, deployment: Deployment) -> Deployment:
             log.warning("deployment.unchecked", deployment=part.identifier, error=str(exc))
             continue
         if marker is not None and marker.get("deployment") == part.identifier:
-            engine.history.update(
-                part,
-                status=DeploymentStatus.COMPLETED,
-                completed_at=marker.get("deployed_at") or utcnow(),
-                error=None,
-            )
-            log.warning("deployment.recovered", deployment=part.identifier)
+            record_committed(engine, part, marker, by="worker recovery")
     members = engine.history.members(deployment.identifier)
     if (
         deployment.is_group
