@@ -257,11 +257,19 @@ class Engine:
         ``commands`` it ran; a group deployment's ``servers`` carry each server's too."""
         members = self.members(deployment)
         data = deployment.to_json(members)
-        data["changes"] = [c.to_json() for c in self.file_changes(deployment.identifier)]
         pairs = [(data, deployment)]
-        for server, member in zip(data["servers"] if members else [], members, strict=True):
-            server["changes"] = [c.to_json() for c in self.file_changes(member.identifier)]
-            pairs.append((server, member))
+        if not members:
+            data["changes"] = [c.to_json() for c in self.history.outcomes(deployment.identifier)]
+        else:  # each member's outcomes read once: under its server, and in the whole list
+            combined: list[dict[str, Any]] = []
+            for server, member in zip(data["servers"], members, strict=True):
+                outcomes = self.history.outcomes(member.identifier)
+                server["changes"] = [c.to_json() for c in outcomes]
+                combined += [
+                    dataclasses.replace(c, server=member.server).to_json() for c in outcomes
+                ]
+                pairs.append((server, member))
+            data["changes"] = combined
         for where, d in pairs:
             commands = self.history.command_results(d.identifier)
             if commands:
