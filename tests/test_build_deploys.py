@@ -24,6 +24,9 @@ build_commands = [
 """
 
 
+ENV_FILE = '\n[[projects.website.servers.production.config_files]]\npath = ".env"\nbody = "K=1"\n'
+
+
 def build_config(site: Site, tmp_path: Path, extra: str = "") -> Path:
     """The site's project with two build commands; ``dist/stamp.txt`` is a copy of a
     file outside the repository, so a rebuild and a stored snapshot can differ."""
@@ -150,11 +153,7 @@ def test_preview_of_a_build_lists_the_outputs_changes(site: Site, tmp_path: Path
 
 
 def test_config_files_only_runs_no_build(site: Site, tmp_path: Path) -> None:
-    build_config(
-        site,
-        tmp_path,
-        '\n[[projects.website.servers.production.config_files]]\npath = ".env"\nbody = "K=1"\n',
-    )
+    build_config(site, tmp_path, ENV_FILE)
     site.repo.commit({"src/a.js": "a();\n"})
     cli(site, "deploy", "website", "--server", "production")
     site.repo.commit({"src/a.js": "changed();\n"})
@@ -196,11 +195,7 @@ def test_a_group_builds_once_for_local_and_ssh_servers(
 def test_deploy_flags_skip_the_build_or_keep_the_servers_config_files(
     site: Site, tmp_path: Path
 ) -> None:
-    build_config(
-        site,
-        tmp_path,
-        '\n[[projects.website.servers.production.config_files]]\npath = ".env"\nbody = "K=1"\n',
-    )
+    build_config(site, tmp_path, ENV_FILE)
     site.repo.commit({"src/a.js": "a();\n"})
     cli(site, "deploy", "website", "--server", "production")
     assert site.files() == {"app.js": b"a();\n", "stamp.txt": b"A", ".env": b"K=1"}
