@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,14 +362,35 @@ class BlobReader:
     def __init__(self, repo: Repository, oids: Sequence[str]) -> None:
         oids = list(dict.fromkeys(oids))  # a repeated id is read again through libgit2
         self._repo = repo
+        self._objects = Path(repo._repo.path, "objects")
+        self._loose_big = {oid for oid in oids if self._loose_size(oid) >= self.STREAM_MIN}
+        oids = [oid for oid in oids if oid not in self._loose_big]  # those never go to git
         self._buffered: dict[str, bytes] = {}
         self._ahead = 0
         self._expected = iter(oids)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stream: _PipeSource | None = None  # the batch blob being streamed
+        self._loose: _LooseSource | None = None  # the loose blob being streamed
         self._git = shutil.which("git")
         if self._git and (len(oids) >= self.MIN_BATCH or self._big(oids)):
             self._start(oids)
+
+    def _loose_size(self, oid: str) -> int:
+        """The size of a blob stored loose in this repository and possibly big, else 0.
+
+        One stat per id; only a file big enough to hold a ``STREAM_MIN`` blob (zlib packs
+        at most ~1032:1) has its header read.
+        """
+        try:
+            st_size = os.stat(self._objects / oid[:2] / oid[2:]).st_size
+        except (OSError, ValueError):
+            return 0
+        if st_size < self.STREAM_MIN // 1032:
+            return 0
+        try:
+            return int(self._repo._repo.odb.read_header(oid)[1])
+        except (KeyError, ValueError):
+            return 0
 
     def _big(self, oids: Sequence[str]) -> bool:
         """Few blobs, but enough bytes to be worth inflating on another core."""
@@ -419,6 +441,10 @@ class BlobReader:
 
     def open(self, oid: str) -> Source:
         self._end_stream()
+        if oid in self._loose_big:
+            self._loose = _open_loose(self._objects, oid)
+            if self._loose is not None:
+                return self._loose
         data = self._buffered.pop(oid, None)
         if data is not None:
             self._ahead -= len(data)
@@ -450,7 +476,12 @@ class BlobReader:
             size = self._repo._repo.odb.read_header(oid)[1]
         except (KeyError, ValueError):
             raise RepositoryError(f"object {oid} missing from {self._repo.path}") from None
-        if size < self.STREAM_MIN or self._git is None:
+        if size < self.STREAM_MIN:
+            return BytesSource(self._repo.read_blob(oid))
+        self._loose = _open_loose(self._objects, oid)
+        if self._loose is not None:
+            return self._loose
+        if self._git is None:
             return BytesSource(self._repo.read_blob(oid))
         proc = subprocess.Popen(  # noqa: S603 - fixed argv, a hex id
             [
@@ -494,13 +525,20 @@ class BlobReader:
 
     def _end_stream(self) -> None:
         """Skip what is left of a streamed blob, so the batch output lines up again."""
+        self._close_loose()
         stream, self._stream = self._stream, None
         if stream is None or self._proc is None:
             return
         if not stream.finish():
             self.close()
 
+    def _close_loose(self) -> None:
+        loose, self._loose = self._loose, None
+        if loose is not None:
+            loose.close()
+
     def close(self) -> None:
+        self._close_loose()
         self._stream = None
         if self._proc is not None:
             proc, self._proc = self._proc, None
@@ -541,6 +579,79 @@ class _PipeSource:
 
     def close(self) -> None:
         """Nothing: the reader skips the rest when the next blob is asked for."""
+
+
+class _LooseSource:
+    """A loose object's blob, inflated here in pieces.
+
+    git would map the whole object file (its pages count as the process's memory) and
+    copy it through a pipe; reading the file in 128 KiB pieces keeps memory flat, and
+    zlib inflates without holding the GIL. Like ``git cat-file``, the contents are not
+    hashed again; a file that ends early or does not inflate is a ``RepositoryError``.
+    """
+
+    _IN = 128 * 1024  # compressed bytes read at a time
+
+    def __init__(self, file: IO[bytes], oid: str) -> None:
+        self._file, self._oid = file, oid
+        self._zlib = zlib.decompressobj()
+        self._pending = b""  # inflated and not yet returned
+        header = b""
+        while b"\0" not in header and len(header) < 64:  # "blob <size>\0"
+            header += self._inflate(64 - len(header))
+        kind, _, size = header.partition(b"\0")[0].partition(b" ")
+        if kind != b"blob" or not size.isdigit() or b"\0" not in header:
+            raise RepositoryError(f"object {oid} is not a loose blob")
+        self._pending = header.partition(b"\0")[2]
+        self.size = self._left = int(size)
+
+    def _inflate(self, limit: int) -> bytes:
+        z = self._zlib
+        data = z.unconsumed_tail or (b"" if z.eof else self._file.read(self._IN))
+        if not data:
+            raise RepositoryError(f"object {self._oid} ends in the middle (a truncated file)")
+        try:
+            return z.decompress(data, limit)
+        except zlib.error as exc:
+            raise RepositoryError(f"object {self._oid} does not inflate: {exc}") from None
+
+    def read(self, n: int = -1, /) -> bytes:
+        want = self._left if n < 0 else min(n, self._left)
+        parts, got = [], 0
+        if self._pending:
+            parts.append(self._pending[:want])
+            got, self._pending = len(parts[0]), self._pending[want:]
+        while got < want:
+            piece = self._inflate(want - got)
+            parts.append(piece)
+            got += len(piece)
+        self._left -= got
+        if not self._left and want:
+            self._check_end()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _check_end(self) -> None:
+        """Inflate to the end of the stream: zlib checks its checksum there, and nothing
+        may follow the size the header gave."""
+        while not self._zlib.eof:
+            if self._pending or self._inflate(1):
+                raise RepositoryError(f"object {self._oid} is longer than its header says")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _open_loose(objects: Path, oid: str) -> _LooseSource | None:
+    """A ``_LooseSource`` for ``oid``, or None when it is no longer loose (repacked)."""
+    try:
+        file = open(objects / oid[:2] / oid[2:], "rb", buffering=0)  # noqa: SIM115 - the source owns it
+    except OSError:
+        return None
+    try:
+        return _LooseSource(file, oid)
+    except BaseException:
+        file.close()
+        raise
 
 
 class _ProcessSource:

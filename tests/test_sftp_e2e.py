@@ -130,6 +130,7 @@ def test_servers_check_reports_key_auth_rename_and_root(site: Site, sshd: SSHSer
     assert report["host_key_fingerprint"].startswith("SHA256:")
     assert report["auth_method"] == "key"
     assert report["posix_rename"] is True
+    assert report["write_size"] == 128 * 1024  # OpenSSH's limits@openssh.com allows it
     assert report["root_writable"] is True
     assert not list(site.root.iterdir())  # the probe file is gone
     wrong = run_cli(

@@ -241,6 +241,7 @@ def test_three_revisions_and_a_rollback_without_posix_rename(
     assert check.returncode == 0, check.stderr
     report = json.loads(check.stdout)
     assert report["posix_rename"] is False
+    assert report["write_size"] == 32 * 1024  # no limits@openssh.com: what every server takes
     assert report["root_writable"] is True
     assert temp_files(site.root) == []
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import zlib
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +35,7 @@ def test_big_files_stream_and_roll_back_exactly(
         "empty": b"",
         "small": os.urandom(999),
         "edge": os.urandom(1000),
-        "big.bin": os.urandom(200_000),  # seven WRITEs, the last one short
+        "big.bin": os.urandom(200_000),  # two 128 KiB WRITEs over ssh, the last one short
     }
     first = site.repo.commit({**v1, "bin/tool": Executable(tool)})
     d1 = dhq.deploy("website", "production", revision=first, config=site.config)
@@ -68,4 +70,61 @@ def test_a_big_blob_streams_from_loose_and_packed_objects(site: Site, packed: bo
         assert source.size == len(body)
         pieces = list(iter(lambda: source.read(300_000), b""))
     assert len(pieces) > 1 and b"".join(pieces) == body
+    repo.close()
+
+
+def _loose_blob(site: Site, body: bytes) -> tuple[git.Repository, str, Path]:
+    """A repository holding ``body`` as a loose blob, and the object's file."""
+    head = site.repo.commit({"big.bin": body})
+    repo = git.Repository(site.repo.path)
+    blob = repo.tree_entry(repo.tree_of(head), "big.bin")
+    assert blob is not None
+    path = Path(repo._repo.path, "objects", blob.oid[:2], blob.oid[2:])
+    assert path.is_file()
+    return repo, blob.oid, path
+
+
+def test_a_loose_big_blob_is_inflated_here_in_any_piece_sizes(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No git process (it would map the whole object file); pieces of any size, exact."""
+    monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 100_000)
+    body = os.urandom(700_000)
+    repo, oid, _ = _loose_blob(site, body)
+    for sizes in ([1, 7, 300_000, 131_072], [-1], [700_000], [65_536] * 11):
+        with repo.open_blob_reader([oid]) as reader:
+            source = reader.open(oid)
+            assert reader._proc is None and source.size == len(body)
+            got = [source.read(n) for n in sizes]
+            while piece := source.read(99_999):
+                got.append(piece)
+        assert b"".join(got) == body
+    repo.close()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "longer"])
+def test_a_damaged_loose_blob_is_an_error_not_wrong_bytes(
+    site: Site, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 100_000)
+    body = os.urandom(300_000)
+    repo, oid, path = _loose_blob(site, body)
+    data = zlib.decompress(path.read_bytes())
+    path.chmod(0o644)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-5000])
+        expected = "ends in the middle"
+    elif damage == "flipped":  # the same length, one byte changed: zlib's checksum fails
+        changed = bytearray(data)
+        changed[-10] ^= 0xFF
+        path.write_bytes(zlib.compress(bytes(changed))[:-4] + zlib.compress(data)[-4:])
+        expected = "does not inflate"
+    else:
+        path.write_bytes(zlib.compress(data + b"extra"))
+        expected = "longer than its header says"
+    with repo.open_blob_reader([oid]) as reader:
+        source = reader.open(oid)
+        with pytest.raises(dhq.RepositoryError, match=expected):
+            while source.read(65_536):
+                pass
     repo.close()

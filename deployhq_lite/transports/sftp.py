@@ -35,6 +35,7 @@ from paramiko.message import Message
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
     CMD_FSETSTAT,
     CMD_HANDLE,
     CMD_OPEN,
@@ -94,6 +95,11 @@ _MAX_REQUESTS = 128  # SFTP requests in flight on the channel
 _MAX_FILES = 64  # files being written at once
 _MAX_HELD = 16 * 1024 * 1024  # bytes read from git and not yet sent
 _CHUNK = 32 * 1024  # bytes per WRITE (what every SFTP server accepts)
+# bytes per WRITE when the server says it takes more (``limits@openssh.com``): a quarter
+# of the replies to read, and OpenSSH's sftp-server keeps up best at this size (measured:
+# 128 KiB writes ~1.4x the throughput of 32 KiB ones; 255 KiB ones stall its input queue)
+_BIG_CHUNK = 128 * 1024
+_LIMITS = "limits@openssh.com"
 _STREAM_MIN = 4 * 1024 * 1024  # bigger files are read and sent in pieces
 _POSIX_RENAME = "posix-rename@openssh.com"
 
@@ -131,6 +137,7 @@ class SFTPTransport(BaseTransport):
         self.auth_method = ""
         self.host_key_fingerprint = ""
         self.supports_posix_rename = True
+        self.write_size = _CHUNK  # raised by the server's limits@openssh.com reply
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -140,6 +147,7 @@ class SFTPTransport(BaseTransport):
             self._verify_host_key(self._ssh.get_remote_server_key())
             self._authenticate(self._ssh)
             self._sftp = paramiko.SFTPClient.from_transport(self._ssh)
+            self.write_size = _write_size(self._sftp)
             self._root = self._resolve_root()
         except BaseException:
             self._close()  # a refused connection leaves no socket or thread behind
@@ -460,7 +468,8 @@ class SFTPTransport(BaseTransport):
         return removed
 
     def probe(self) -> dict[str, object]:
-        """What ``servers check`` reports: host key, auth method, rename support, root.
+        """What ``servers check`` reports: host key, auth method, rename support, the
+        bytes per WRITE the server takes, root.
 
         Writes and renames a probe file in the root (removed again): that both proves
         the root is writable and tells whether ``posix-rename@openssh.com`` works.
@@ -480,6 +489,7 @@ class SFTPTransport(BaseTransport):
             "host_key_fingerprint": self.host_key_fingerprint,
             "auth_method": self.auth_method,
             "posix_rename": self.supports_posix_rename,
+            "write_size": self.write_size,
             "root": self._root,
             "root_writable": True,
         }
@@ -893,12 +903,13 @@ class _PutBatch:
 
     def _write(self, put: _Put) -> None:
         handle, ack = put.handle, lambda t, m: self._acked(put, t, m)
+        size = self._t.write_size
         pieces: Iterator[bytes]
         if put.data is not None:
             data = put.data
-            pieces = (data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK))
+            pieces = (data[i : i + size] for i in range(0, len(data), size))
         else:
-            pieces = iter(lambda: put.source.read(_CHUNK), b"")
+            pieces = iter(lambda: put.source.read(size), b"")
         put.pending = 2  # FSETSTAT and CLOSE
         offset = 0
         for piece in pieces:
@@ -948,6 +959,24 @@ class _PutBatch:
             self._held -= len(put.data)
             put.data = None
         put.source.close()
+
+
+def _write_size(sftp: paramiko.SFTPClient) -> int:
+    """Bytes per WRITE for this server: ``_BIG_CHUNK`` when its ``limits@openssh.com``
+    reply allows that much (OpenSSH 8.6 and later), else the 32 KiB every server takes."""
+    try:
+        t, msg = sftp._request(CMD_EXTENDED, _LIMITS)
+    except (OSError, paramiko.SSHException):  # unsupported: an SFTP status, not a reply
+        return _CHUNK
+    if t != CMD_EXTENDED_REPLY:
+        return _CHUNK
+    try:
+        msg.get_int64()  # max-packet-length
+        msg.get_int64()  # max-read-length
+        max_write = msg.get_int64()
+    except (struct.error, paramiko.SSHException):  # a short reply: trust nothing in it
+        return _CHUNK
+    return min(_BIG_CHUNK, max_write) if max_write >= _CHUNK else _CHUNK
 
 
 def _mode_attrs(mode: int) -> paramiko.SFTPAttributes:
