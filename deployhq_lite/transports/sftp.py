@@ -164,6 +164,11 @@ class SFTPTransport(BaseTransport):
                 f"server {self.server}: cannot connect to {where}: {exc.strerror or exc}",
                 server=self.server,
             ) from None
+        # paramiko writes whole SSH packets: with Nagle on, a packet sent while an earlier
+        # one is unacknowledged waits for the server's delayed ACK (40 ms, several times
+        # per connection: 0.15 -> 0.10 s from connect to an open SFTP channel here)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ssh = paramiko.Transport(sock)
         options = ssh.get_security_options()
         available = tuple(options.ciphers)
