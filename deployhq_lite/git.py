@@ -362,7 +362,7 @@ class BlobReader:
     def __init__(self, repo: Repository, oids: Sequence[str]) -> None:
         oids = list(dict.fromkeys(oids))  # a repeated id is read again through libgit2
         self._repo = repo
-        self._objects = Path(repo._repo.path, "objects")
+        self._objects = os.path.join(repo._repo.path, "objects")
         self._loose_big = {oid for oid in oids if self._loose_size(oid) >= self.STREAM_MIN}
         oids = [oid for oid in oids if oid not in self._loose_big]  # those never go to git
         self._buffered: dict[str, bytes] = {}
@@ -382,7 +382,7 @@ class BlobReader:
         at most ~1032:1) has its header read.
         """
         try:
-            st_size = os.stat(self._objects / oid[:2] / oid[2:]).st_size
+            st_size = os.stat(f"{self._objects}/{oid[:2]}/{oid[2:]}").st_size
         except (OSError, ValueError):
             return 0
         if st_size < self.STREAM_MIN // 1032:
@@ -641,10 +641,10 @@ class _LooseSource:
         self._file.close()
 
 
-def _open_loose(objects: Path, oid: str) -> _LooseSource | None:
+def _open_loose(objects: str, oid: str) -> _LooseSource | None:
     """A ``_LooseSource`` for ``oid``, or None when it is no longer loose (repacked)."""
     try:
-        file = open(objects / oid[:2] / oid[2:], "rb", buffering=0)  # noqa: SIM115 - the source owns it
+        file = open(f"{objects}/{oid[:2]}/{oid[2:]}", "rb", buffering=0)  # noqa: SIM115 - the source owns it
     except OSError:
         return None
     try:

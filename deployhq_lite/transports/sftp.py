@@ -17,6 +17,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import shlex
@@ -33,11 +34,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import paramiko
 from paramiko.message import Message
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
     CMD_FSETSTAT,
     CMD_HANDLE,
+    CMD_LSTAT,
+    CMD_MKDIR,
     CMD_OPEN,
     CMD_REMOVE,
     CMD_STATUS,
@@ -536,8 +540,11 @@ class SFTPTransport(BaseTransport):
     def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None:
         """Many files in flight: each one OPEN -> WRITEs, FSETSTAT, CLOSE -> RENAME."""
         self._require_open()
-        batch = _PutBatch(self, self._new_pipe(), on_done)
+        uploads = list(uploads)
         with self._map_errors(""):  # a lost connection ends the whole batch
+            self._check_dirs([u.path for u in uploads], create=True)
+        batch = _PutBatch(self, self._new_pipe(), on_done)
+        with self._map_errors(""):
             for upload in uploads:
                 batch.wait_for_room()
                 if upload.is_symlink:  # rare: one at a time
@@ -552,6 +559,9 @@ class SFTPTransport(BaseTransport):
     def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None:
         """REMOVEs in flight together; a failure is retried alone for its exact error."""
         self._require_open()
+        paths = list(paths)
+        with self._map_errors(""):
+            self._check_dirs(paths, create=False)
         pipe = self._new_pipe()
         results: deque[tuple[str, Exception | None]] = deque()
 
@@ -619,6 +629,55 @@ class SFTPTransport(BaseTransport):
                 if not self._ensure_dir(current, create=create):
                     return None
         return f"{self._root}/{rel}"
+
+    def _check_dirs(self, paths: Iterable[str], *, create: bool) -> None:
+        """Check (with ``create``, make) the parent directories of a batch's ``paths``
+        up front: LSTATs all in flight at once, then MKDIRs one depth at a time.
+
+        ``_full`` would check each new directory with a synchronous LSTAT, which waits
+        behind every request already in flight (2,001 files in 22 directories: 0.4 s).
+        Only plain directories are remembered; a symlink, a file or a failed MKDIR is
+        left for ``_full`` to meet again and report exactly, for its own paths.
+        """
+        wanted = self._unchecked_parents(paths)
+        if not wanted:
+            return
+        pipe = self._new_pipe()
+        kinds: dict[str, str] = {}  # "dir", "missing" or "other"
+        for rel in wanted:
+            then = functools.partial(_record_kind, kinds, rel)
+            pipe.send(CMD_LSTAT, f"{self._root}/{rel}", then=then)
+        pipe.drain()
+        self._dirs.update(f"{self._root}/{rel}" for rel, kind in kinds.items() if kind == "dir")
+        if not create:
+            return
+        missing = sorted((r for r, k in kinds.items() if k == "missing"), key=_depth)
+        for _, level in itertools.groupby(missing, key=_depth):  # parents before children
+            for rel in level:
+                parent = rel.rpartition("/")[0]
+                if parent and f"{self._root}/{parent}" not in self._dirs:
+                    continue  # its parent could not be made: _full says why
+                full = f"{self._root}/{rel}"
+                then = functools.partial(self._made_dir, full)
+                pipe.send(CMD_MKDIR, full, _mode_attrs(0o755), then=then)
+            pipe.drain()
+
+    def _unchecked_parents(self, paths: Iterable[str]) -> set[str]:
+        """Every parent directory (relative) of ``paths`` not known to be a directory."""
+        wanted: set[str] = set()
+        for path in paths:
+            try:
+                parent = check_relative(path).rpartition("/")[0]
+            except TransportError:
+                continue  # refused again, with its reason, by _full
+            while parent and parent not in wanted and f"{self._root}/{parent}" not in self._dirs:
+                wanted.add(parent)
+                parent = parent.rpartition("/")[0]
+        return wanted
+
+    def _made_dir(self, full: str, t: int, msg: Message) -> None:
+        if _status(t, msg) is None:
+            self._dirs.add(full)
 
     def _ensure_dir(self, full: str, *, create: bool) -> bool:
         if full in self._dirs:
@@ -790,6 +849,20 @@ def _status(t: int, msg: Message) -> Exception | None:
     error = _StatusError(text or f"SFTP status {code}")
     error.errno = SFTP_OP_UNSUPPORTED if code == SFTP_OP_UNSUPPORTED else None
     return error
+
+
+def _record_kind(kinds: dict[str, str], rel: str, t: int, msg: Message) -> None:
+    """An LSTAT reply as "dir", "missing" or "other" (a symlink is other: not followed)."""
+    if t == CMD_ATTRS:
+        mode = paramiko.SFTPAttributes._from_msg(msg).st_mode or 0
+        kinds[rel] = "dir" if st.S_ISDIR(mode) else "other"
+    else:
+        missing = isinstance(_status(t, msg), FileNotFoundError)
+        kinds[rel] = "missing" if missing else "other"
+
+
+def _depth(rel: str) -> int:
+    return rel.count("/")
 
 
 def _record(results: deque[tuple[str, Exception | None]], path: str, t: int, msg: Message) -> None:

@@ -311,6 +311,59 @@ def test_never_goes_through_a_symlinked_directory(
     assert server.listing() == before
 
 
+def test_batches_make_new_directories_and_refuse_bad_ones_per_item(
+    server: Server, t: Transport
+) -> None:
+    """A batch checks (and makes) its directories before its files; a symlinked or
+    file-in-the-way directory fails only the items under it."""
+    from deployhq_lite.transports.base import Upload
+
+    t.put_file("real/f", b"f")
+    t.put_symlink("link", "real")
+    t.put_file("file", b"x")
+    put: dict[str, str | None] = {}
+    t.put_many(
+        [
+            Upload(path, lambda path=path: path.encode())
+            for path in ("a/b/c/d.txt", "a/b/e.txt", "a/f.txt", "link/evil", "link/sub/evil")
+            + ("file/x", "z.txt", "a/b/c/g/h.txt")
+        ],
+        lambda p, e: put.update({p: None if e is None else type(e).__name__}),
+    )
+    assert put == {
+        "a/b/c/d.txt": None,
+        "a/b/e.txt": None,
+        "a/f.txt": None,
+        "link/evil": "PathOutsideRootError",
+        "link/sub/evil": "PathOutsideRootError",
+        "file/x": "RemotePathError",
+        "z.txt": None,
+        "a/b/c/g/h.txt": None,
+    }
+    deleted: dict[str, str | None] = {}
+    t.delete_many(
+        ["link/f", "no/such/dir/f", "a/b/e.txt", "file/x"],
+        lambda p, e: deleted.update({p: None if e is None else type(e).__name__}),
+    )
+    assert deleted == {
+        "link/f": "PathOutsideRootError",
+        "no/such/dir/f": None,
+        "a/b/e.txt": None,
+        "file/x": None,
+    }
+    listing = server.listing()
+    assert listing["real/f"] == ("file", b"f", 0o644)
+    assert "real/evil" not in listing and "real/sub" not in listing
+    assert {p for p, entry in listing.items() if entry[0] == "file"} == {
+        "real/f",
+        "file",
+        "a/b/c/d.txt",
+        "a/f.txt",
+        "z.txt",
+        "a/b/c/g/h.txt",
+    }
+
+
 # -- delete -----------------------------------------------------------------------------------
 
 
