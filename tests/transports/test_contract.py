@@ -325,8 +325,10 @@ def test_batches_make_new_directories_and_refuse_bad_ones_per_item(
     t.put_many(
         [
             Upload(path, lambda path=path: path.encode())
-            for path in ("a/b/c/d.txt", "a/b/e.txt", "a/f.txt", "link/evil", "link/sub/evil")
-            + ("file/x", "z.txt", "a/b/c/g/h.txt")
+            for path in (
+                *("a/b/c/d.txt", "a/b/e.txt", "a/f.txt", "link/evil", "link/sub/evil"),
+                *("file/x", "z.txt", "a/b/c/g/h.txt"),
+            )
         ],
         lambda p, e: put.update({p: None if e is None else type(e).__name__}),
     )
