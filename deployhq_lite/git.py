@@ -12,7 +12,6 @@ import shutil
 import stat
 import subprocess
 import threading
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import IO, Any
 import pygit2
 from pygit2.enums import FileMode
 
+from . import gitobjects
 from .errors import RepositoryError, RevisionNotFoundError, StoreError
 from .transports.base import BytesSource, Source
 
@@ -348,49 +348,48 @@ class BlobReader:
     ahead in order instead; ``read(oid)`` takes from what it has read, and any id asked
     out of order, or a missing git, falls back to libgit2.
 
+    Blobs of ``HERE_MIN`` bytes or more stored loose or packed whole never go to git:
+    ``gitobjects`` inflates them here from the object files, in pieces (less CPU than
+    git plus its pipe, and no mapping of a whole loose object).
+
     ``open(oid)`` returns a ``Source``: blobs of ``STREAM_MIN`` bytes or more are streamed
-    from git (from the batch process when in order, else from ``git cat-file blob``), so
-    memory stays flat whatever the file size. A stream must be read or closed before the
-    next blob is asked for. Use as a context manager.
+    (by ``gitobjects``, else from the batch process when in order, else from ``git
+    cat-file blob``), so memory stays flat whatever the file size. A stream must be read
+    or closed before the next blob is asked for. Use as a context manager.
     """
 
     MIN_BATCH = 256  # fewer blobs (and fewer bytes): not worth a process
     MIN_BATCH_BYTES = 4 * 1024 * 1024
     MAX_AHEAD = 64 * 1024 * 1024  # bytes read ahead and not yet asked for
     STREAM_MIN = 4 * 1024 * 1024  # bigger blobs are streamed, never held whole
+    HERE_MIN = 256 * 1024  # blobs this big are inflated here when gitobjects can
 
     def __init__(self, repo: Repository, oids: Sequence[str]) -> None:
         oids = list(dict.fromkeys(oids))  # a repeated id is read again through libgit2
         self._repo = repo
         self._objects = os.path.join(repo._repo.path, "objects")
-        self._loose_big = {oid for oid in oids if self._loose_size(oid) >= self.STREAM_MIN}
-        oids = [oid for oid in oids if oid not in self._loose_big]  # those never go to git
+        self._packs = gitobjects.Packs(self._objects)
+        self._here = {oid for oid in oids if self._readable_here(oid)}
+        oids = [oid for oid in oids if oid not in self._here]  # those never go to git
         self._buffered: dict[str, bytes] = {}
         self._ahead = 0
         self._expected = iter(oids)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stream: _PipeSource | None = None  # the batch blob being streamed
-        self._loose: _LooseSource | None = None  # the loose blob being streamed
+        self._inflating: gitobjects.InflatingSource | None = None  # the blob read here
         self._git = shutil.which("git")
         if self._git and (len(oids) >= self.MIN_BATCH or self._big(oids)):
             self._start(oids)
 
-    def _loose_size(self, oid: str) -> int:
-        """The size of a blob stored loose in this repository and possibly big, else 0.
-
-        One stat per id; only a file big enough to hold a ``STREAM_MIN`` blob (zlib packs
-        at most ~1032:1) has its header read.
-        """
+    def _readable_here(self, oid: str) -> bool:
+        """A blob of ``HERE_MIN`` bytes or more that ``gitobjects`` can inflate (loose, or
+        packed whole): reading it here costs less than through ``git cat-file``."""
         try:
-            st_size = os.stat(f"{self._objects}/{oid[:2]}/{oid[2:]}").st_size
-        except (OSError, ValueError):
-            return 0
-        if st_size < self.STREAM_MIN // 1032:
-            return 0
-        try:
-            return int(self._repo._repo.odb.read_header(oid)[1])
+            if self._repo._repo.odb.read_header(oid)[1] < self.HERE_MIN:
+                return False
         except (KeyError, ValueError):
-            return 0
+            return False
+        return gitobjects.is_loose(self._objects, oid) or bool(self._packs.whole_blob(oid))
 
     def _big(self, oids: Sequence[str]) -> bool:
         """Few blobs, but enough bytes to be worth inflating on another core."""
@@ -441,10 +440,10 @@ class BlobReader:
 
     def open(self, oid: str) -> Source:
         self._end_stream()
-        if oid in self._loose_big:
-            self._loose = _open_loose(self._objects, oid)
-            if self._loose is not None:
-                return self._loose
+        if oid in self._here:
+            here = self._open_here(oid)
+            if here is not None:
+                return here
         data = self._buffered.pop(oid, None)
         if data is not None:
             self._ahead -= len(data)
@@ -476,12 +475,10 @@ class BlobReader:
             size = self._repo._repo.odb.read_header(oid)[1]
         except (KeyError, ValueError):
             raise RepositoryError(f"object {oid} missing from {self._repo.path}") from None
-        if size < self.STREAM_MIN:
-            return BytesSource(self._repo.read_blob(oid))
-        self._loose = _open_loose(self._objects, oid)
-        if self._loose is not None:
-            return self._loose
-        if self._git is None:
+        here = self._open_here(oid) if size >= self.HERE_MIN else None
+        if here is not None:
+            return here
+        if size < self.STREAM_MIN or self._git is None:
             return BytesSource(self._repo.read_blob(oid))
         proc = subprocess.Popen(  # noqa: S603 - fixed argv, a hex id
             [
@@ -525,20 +522,27 @@ class BlobReader:
 
     def _end_stream(self) -> None:
         """Skip what is left of a streamed blob, so the batch output lines up again."""
-        self._close_loose()
+        self._close_inflating()
         stream, self._stream = self._stream, None
         if stream is None or self._proc is None:
             return
         if not stream.finish():
             self.close()
 
-    def _close_loose(self) -> None:
-        loose, self._loose = self._loose, None
-        if loose is not None:
-            loose.close()
+    def _open_here(self, oid: str) -> Source | None:
+        """``oid`` inflated by ``gitobjects``; None when it is no longer loose or packed
+        whole (a repack since): git reads it then."""
+        self._inflating = gitobjects.open_loose(self._objects, oid) or self._packs.open(oid)
+        return self._inflating
+
+    def _close_inflating(self) -> None:
+        inflating, self._inflating = self._inflating, None
+        if inflating is not None:
+            inflating.close()
 
     def close(self) -> None:
-        self._close_loose()
+        self._close_inflating()
+        self._packs.close()
         self._stream = None
         if self._proc is not None:
             proc, self._proc = self._proc, None
@@ -579,81 +583,6 @@ class _PipeSource:
 
     def close(self) -> None:
         """Nothing: the reader skips the rest when the next blob is asked for."""
-
-
-class _LooseSource:
-    """A loose object's blob, inflated here in pieces.
-
-    ``git cat-file`` would map the whole object file (its pages count as the process's
-    memory: 516 MiB for a 512 MiB blob) and copy it through a pipe. Reading the file in
-    128 KiB pieces keeps memory flat and costs half the CPU (512 MiB: 0.24 s against
-    0.52 s for git and our reads of its pipe). Like ``git cat-file``, the contents are
-    not hashed again, but zlib's own checksum is checked at the end; a file that ends
-    early, does not inflate or runs past its size is a ``RepositoryError``.
-    """
-
-    _IN = 128 * 1024  # compressed bytes read at a time
-
-    def __init__(self, file: IO[bytes], oid: str) -> None:
-        self._file, self._oid = file, oid
-        self._zlib = zlib.decompressobj()
-        self._pending = b""  # inflated and not yet returned
-        header = b""
-        while b"\0" not in header and len(header) < 64:  # "blob <size>\0"
-            header += self._inflate(64 - len(header))
-        kind, _, size = header.partition(b"\0")[0].partition(b" ")
-        if kind != b"blob" or not size.isdigit() or b"\0" not in header:
-            raise RepositoryError(f"object {oid} is not a loose blob")
-        self._pending = header.partition(b"\0")[2]
-        self.size = self._left = int(size)
-
-    def _inflate(self, limit: int) -> bytes:
-        z = self._zlib
-        data = z.unconsumed_tail or (b"" if z.eof else self._file.read(self._IN))
-        if not data:
-            raise RepositoryError(f"object {self._oid} ends in the middle (a truncated file)")
-        try:
-            return z.decompress(data, limit)
-        except zlib.error as exc:
-            raise RepositoryError(f"object {self._oid} does not inflate: {exc}") from None
-
-    def read(self, n: int = -1, /) -> bytes:
-        want = self._left if n < 0 else min(n, self._left)
-        parts, got = [], 0
-        if self._pending:
-            parts.append(self._pending[:want])
-            got, self._pending = len(parts[0]), self._pending[want:]
-        while got < want:
-            piece = self._inflate(want - got)
-            parts.append(piece)
-            got += len(piece)
-        self._left -= got
-        if not self._left and want:
-            self._check_end()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _check_end(self) -> None:
-        """Inflate to the end of the stream: zlib checks its checksum there, and nothing
-        may follow the size the header gave."""
-        while not self._zlib.eof:
-            if self._pending or self._inflate(1):
-                raise RepositoryError(f"object {self._oid} is longer than its header says")
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _open_loose(objects: str, oid: str) -> _LooseSource | None:
-    """A ``_LooseSource`` for ``oid``, or None when it is no longer loose (repacked)."""
-    try:
-        file = open(f"{objects}/{oid[:2]}/{oid[2:]}", "rb", buffering=0)  # noqa: SIM115 - the source owns it
-    except OSError:
-        return None
-    try:
-        return _LooseSource(file, oid)
-    except BaseException:
-        file.close()
-        raise
 
 
 class _ProcessSource:

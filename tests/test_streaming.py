@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import deployhq_lite as dhq
-from deployhq_lite import git
+from deployhq_lite import git, gitobjects
 from deployhq_lite.testing.gitrepo import Executable
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.sshd import SSHServer
@@ -17,11 +17,14 @@ from deployhq_lite.transports import local, sftp
 from tests.test_sftp_e2e import ssh_config
 
 
+@pytest.mark.parametrize("reader", ["git", "here"])
 @pytest.mark.parametrize("protocol", ["local", "ssh"])
 def test_big_files_stream_and_roll_back_exactly(
-    site: Site, sshd: SSHServer, monkeypatch: pytest.MonkeyPatch, protocol: str
+    site: Site, sshd: SSHServer, monkeypatch: pytest.MonkeyPatch, protocol: str, reader: str
 ) -> None:
-    # Streaming starts at 4 MiB; lower it so every path is cheap to exercise.
+    # Streaming starts at 4 MiB; lower it so every path is cheap to exercise, with blobs
+    # read by git or (loose ones) inflated here.
+    monkeypatch.setattr(git.BlobReader, "HERE_MIN", 1 << 62 if reader == "git" else 1000)
     monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 1000)
     monkeypatch.setattr(git.BlobReader, "MIN_BATCH", 2)
     monkeypatch.setattr(local, "_STREAM_MIN", 1000)
@@ -53,10 +56,15 @@ def test_big_files_stream_and_roll_back_exactly(
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_a_big_blob_streams_from_loose_and_packed_objects(site: Site, packed: bool) -> None:
-    """git streams it in pieces either way (a packed one through small pack windows,
-    not inflated whole); the bytes are exactly the blob's."""
+def test_git_streams_a_big_blob_from_loose_and_packed_objects(
+    site: Site, monkeypatch: pytest.MonkeyPatch, packed: bool
+) -> None:
+    """When git reads it (gitobjects would not: a delta, say), git streams it in pieces
+    either way (a packed one through small pack windows, not inflated whole); the bytes
+    are exactly the blob's."""
     import subprocess
+
+    monkeypatch.setattr(git.BlobReader, "HERE_MIN", 1 << 62)
 
     body = os.urandom(5 * 1024 * 1024)  # over STREAM_MIN: streamed
     head = site.repo.commit({"big.bin": body, "small.txt": "s"})
@@ -73,24 +81,27 @@ def test_a_big_blob_streams_from_loose_and_packed_objects(site: Site, packed: bo
     repo.close()
 
 
-def _loose_blob(site: Site, body: bytes) -> tuple[git.Repository, str, Path]:
-    """A repository holding ``body`` as a loose blob, and the object's file."""
+def _stored_blob(site: Site, body: bytes, *, packed: bool) -> tuple[git.Repository, str]:
+    """A repository holding ``body`` as a loose blob, or packed whole."""
+    import subprocess
+
     head = site.repo.commit({"big.bin": body})
+    if packed:
+        subprocess.run(["git", "-C", str(site.repo.path), "repack", "-adq"], check=True)
     repo = git.Repository(site.repo.path)
     blob = repo.tree_entry(repo.tree_of(head), "big.bin")
     assert blob is not None
-    path = Path(repo._repo.path, "objects", blob.oid[:2], blob.oid[2:])
-    assert path.is_file()
-    return repo, blob.oid, path
+    objects = os.path.join(repo._repo.path, "objects")
+    assert gitobjects.is_loose(objects, blob.oid) is not packed
+    return repo, blob.oid
 
 
-def test_a_loose_big_blob_is_inflated_here_in_any_piece_sizes(
-    site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No git process (it would map the whole object file); pieces of any size, exact."""
-    monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 100_000)
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
+def test_a_big_blob_is_inflated_here_in_any_piece_sizes(site: Site, packed: bool) -> None:
+    """No git process (it would map a loose object whole, and pipe every byte); pieces
+    of any size, exact."""
     body = os.urandom(700_000)
-    repo, oid, _ = _loose_blob(site, body)
+    repo, oid = _stored_blob(site, body, packed=packed)
     for sizes in ([1, 7, 300_000, 131_072], [-1], [700_000], [65_536] * 11):
         with repo.open_blob_reader([oid]) as reader:
             source = reader.open(oid)
@@ -102,13 +113,39 @@ def test_a_loose_big_blob_is_inflated_here_in_any_piece_sizes(
     repo.close()
 
 
+def test_a_delta_in_a_pack_is_left_to_git(site: Site) -> None:
+    """Two versions of a big file packed together: one is stored as a delta of the
+    other, which gitobjects does not read; both come out exact, through git."""
+    import subprocess
+
+    first = os.urandom(600_000)
+    second = first[:300_000] + b"changed" + first[300_000:]
+    heads = [site.repo.commit({"big.bin": first}), site.repo.commit({"big.bin": second})]
+    run = ["git", "-C", str(site.repo.path)]
+    subprocess.run([*run, "repack", "-adfq", "--window=10", "--depth=10"], check=True)
+    repo = git.Repository(site.repo.path)
+    oids = []
+    for head in heads:
+        entry = repo.tree_entry(repo.tree_of(head), "big.bin")
+        assert entry is not None
+        oids.append(entry.oid)
+    packs = gitobjects.Packs(os.path.join(repo._repo.path, "objects"))
+    kinds = [packs.whole_blob(oid) is not None for oid in oids]
+    packs.close()
+    assert sorted(kinds) == [False, True]  # one whole, one a delta
+    with repo.open_blob_reader(oids) as reader:
+        assert reader._here == {oid for oid, whole in zip(oids, kinds, strict=True) if whole}
+        for oid, body in zip(oids, [first, second], strict=True):
+            source = reader.open(oid)
+            assert source.read() == body
+    repo.close()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "longer"])
-def test_a_damaged_loose_blob_is_an_error_not_wrong_bytes(
-    site: Site, monkeypatch: pytest.MonkeyPatch, damage: str
-) -> None:
-    monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 100_000)
+def test_a_damaged_loose_blob_is_an_error_not_wrong_bytes(site: Site, damage: str) -> None:
     body = os.urandom(300_000)
-    repo, oid, path = _loose_blob(site, body)
+    repo, oid = _stored_blob(site, body, packed=False)
+    path = Path(repo._repo.path, "objects", oid[:2], oid[2:])
     data = zlib.decompress(path.read_bytes())
     path.chmod(0o644)
     if damage == "truncated":
@@ -125,6 +162,29 @@ def test_a_damaged_loose_blob_is_an_error_not_wrong_bytes(
     with repo.open_blob_reader([oid]) as reader:
         source = reader.open(oid)
         with pytest.raises(dhq.RepositoryError, match=expected):
+            while source.read(65_536):
+                pass
+    repo.close()
+
+
+def test_a_damaged_pack_entry_is_an_error_not_wrong_bytes(site: Site) -> None:
+    body = os.urandom(300_000)
+    repo, oid = _stored_blob(site, body, packed=True)
+    packs = gitobjects.Packs(os.path.join(repo._repo.path, "objects"))
+    where = packs.whole_blob(oid)
+    packs.close()
+    assert where is not None
+    pack, offset, size = where
+    assert size == len(body)
+    Path(pack).chmod(0o644)
+    with open(pack, "r+b") as f:  # one byte of the stored data, then zlib's checksum fails
+        f.seek(offset + 1000)
+        byte = f.read(1)
+        f.seek(offset + 1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with repo.open_blob_reader([oid]) as reader:
+        source = reader.open(oid)
+        with pytest.raises(dhq.RepositoryError, match="does not inflate"):
             while source.read(65_536):
                 pass
     repo.close()
