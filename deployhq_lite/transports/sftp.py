@@ -97,7 +97,7 @@ PREFERRED_CIPHERS = (
 )
 _MAX_REQUESTS = 128  # SFTP requests in flight on the channel
 _MAX_FILES = 64  # files being written at once
-_MAX_HELD = 16 * 1024 * 1024  # bytes read from git and not yet sent
+_MAX_HELD = 8 * 1024 * 1024  # bytes read from git and not yet sent (4x the SSH window)
 _CHUNK = 32 * 1024  # bytes per WRITE (what every SFTP server accepts)
 # bytes per WRITE when the server says it takes more (``limits@openssh.com``): a quarter
 # of the replies to read, and OpenSSH's sftp-server keeps up best at this size (measured:
