@@ -252,3 +252,33 @@ def test_a_missing_root_is_made_with_its_parents_and_a_symlinked_root_followed(
     )
     assert check.returncode == 0, check.stderr
     assert json.loads(check.stdout)["root"] == str(deep)
+
+
+def test_the_socket_sends_at_once_and_acks_at_once_only_while_connecting(
+    tmp_path: Path, sshd: SSHServer
+) -> None:
+    """TCP_NODELAY always (paramiko writes whole packets); quick ACKs only until the
+    session has started (sshd holds small replies until they are acknowledged)."""
+    import socket
+
+    from deployhq_lite.config import ServerConfig
+    from deployhq_lite.transports.sftp import SFTPTransport, _QuickAckSocket
+
+    config = ServerConfig(
+        protocol_type="ssh",
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        root=tmp_path,
+        key_path=sshd.user_key,
+        known_hosts_path=sshd.known_hosts,
+        use_agent=False,
+    )
+    with SFTPTransport(config) as transport:
+        assert transport._ssh is not None
+        sock = transport._ssh.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert isinstance(sock, _QuickAckSocket)  # Linux has TCP_QUICKACK
+        assert sock.quick_acks is False  # the session has started: reads cost no extra call
+        transport.put_file("x", b"x")
+    assert (tmp_path / "x").read_bytes() == b"x"
