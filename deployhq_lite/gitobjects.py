@@ -122,7 +122,7 @@ class Packs:
         for index in self._indexes:
             offset = index.find(key)
             if offset is not None:
-                return _entry(index.pack, offset)
+                return index.entry(offset)
         return None
 
     def open(self, oid: str) -> InflatingSource | None:
@@ -145,49 +145,71 @@ class Packs:
 
 class _Index:
     """One ``pack-*.idx`` (version 2), mapped: a fan-out table, then sorted names, CRCs,
-    4-byte offsets and 8-byte ones for packs over 2 GiB."""
+    4-byte offsets and 8-byte ones for packs over 2 GiB; and its pack, open for reading
+    entry headers. Nothing here goes through libgit2, whose header reads keep memory
+    (about 4 KiB an object) for the life of the process."""
 
     def __init__(self, path: Path, hash_size: int) -> None:
         self.pack = str(path.with_suffix(".pack"))
         with open(path, "rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         m = self._map
-        if m[:8] != _IDX_MAGIC + struct.pack(">I", 2) or len(m) < 8 + 1024:
+        try:
+            if m[:8] != _IDX_MAGIC + struct.pack(">I", 2) or len(m) < 8 + 1024:
+                raise ValueError("not a version 2 pack index")
+            self._fanout = struct.unpack_from(">256I", m, 8)
+            self._count, self._hash = self._fanout[255], hash_size
+            self._names = 8 + 1024
+            self._small = self._names + self._count * (hash_size + 4)
+            self._large = self._small + self._count * 4
+            if len(m) < self._large:
+                raise ValueError("pack index is shorter than its fan-out table says")
+            self._fd = os.open(self.pack, os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
             m.close()
-            raise ValueError("not a version 2 pack index")
-        self._fanout = struct.unpack_from(">256I", m, 8)
-        self._count, self._hash = self._fanout[255], hash_size
-        self._names = 8 + 1024
-        self._small = self._names + self._count * (hash_size + 4)
-        self._large = self._small + self._count * 4
-        if len(m) < self._large:
-            m.close()
-            raise ValueError("pack index is shorter than its fan-out table says")
+            raise
 
     def find(self, key: bytes) -> int | None:
         """The pack offset of the object named ``key``, or None."""
-        if len(key) != self._hash:
+        size = self._hash
+        if len(key) != size:
             return None
-        m, size, base = self._map, self._hash, self._names
         lo = self._fanout[key[0] - 1] if key[0] else 0
-        hi = self._fanout[key[0]]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            name = m[base + mid * size : base + (mid + 1) * size]
-            if name < key:
-                lo = mid + 1
-            elif name > key:
-                hi = mid
-            else:
-                (offset,) = struct.unpack_from(">I", m, self._small + mid * 4)
-                if offset & 0x80000000:
-                    at = self._large + (offset & 0x7FFFFFFF) * 8
-                    (offset,) = struct.unpack_from(">Q", m, at)
-                return int(offset)
-        return None
+        start, end = self._names + lo * size, self._names + self._fanout[key[0]] * size
+        at = self._map.find(key, start, end)  # names are sorted; a match must be aligned
+        while at != -1 and (at - self._names) % size:
+            at = self._map.find(key, at + 1, end)
+        if at == -1:
+            return None
+        i = (at - self._names) // size
+        (offset,) = struct.unpack_from(">I", self._map, self._small + i * 4)
+        if offset & 0x80000000:
+            at = self._large + (offset & 0x7FFFFFFF) * 8
+            (offset,) = struct.unpack_from(">Q", self._map, at)
+        return int(offset)
+
+    def entry(self, offset: int) -> tuple[str, int, int] | None:
+        """(pack, offset of the zlib data, size) of a whole blob's entry; None otherwise
+        (a delta, a tree, a short read)."""
+        try:
+            head = os.pread(self._fd, 16, offset)
+        except OSError:
+            return None
+        if not head:
+            return None
+        byte = head[0]
+        kind, size, shift, used = (byte >> 4) & 7, byte & 15, 4, 1
+        while byte & 0x80:
+            if used >= len(head):
+                return None
+            byte = head[used]
+            size |= (byte & 0x7F) << shift
+            shift, used = shift + 7, used + 1
+        return (self.pack, offset + used, size) if kind == _BLOB else None
 
     def close(self) -> None:
         self._map.close()
+        os.close(self._fd)
 
 
 def _read_indexes(directory: Path) -> list[_Index]:
@@ -199,24 +221,3 @@ def _read_indexes(directory: Path) -> list[_Index]:
         except (OSError, ValueError):
             continue  # git reads what is in it
     return indexes
-
-
-def _entry(pack: str, offset: int) -> tuple[str, int, int] | None:
-    """(pack, offset of the zlib data, size) of a whole blob's entry; None otherwise."""
-    try:
-        with open(pack, "rb", buffering=0) as f:
-            f.seek(offset)
-            head = f.read(16)
-    except OSError:
-        return None
-    if not head:
-        return None
-    byte = head[0]
-    kind, size, shift, used = (byte >> 4) & 7, byte & 15, 4, 1
-    while byte & 0x80:
-        if used >= len(head):
-            return None
-        byte = head[used]
-        size |= (byte & 0x7F) << shift
-        shift, used = shift + 7, used + 1
-    return (pack, offset + used, size) if kind == _BLOB else None
