@@ -261,20 +261,9 @@ def test_the_socket_sends_at_once_and_acks_at_once_only_while_connecting(
     session has started (sshd holds small replies until they are acknowledged)."""
     import socket
 
-    from deployhq_lite.config import ServerConfig
     from deployhq_lite.transports.sftp import SFTPTransport, _QuickAckSocket
 
-    config = ServerConfig(
-        protocol_type="ssh",
-        host=sshd.host,
-        port=sshd.port,
-        user=sshd.user,
-        root=tmp_path,
-        key_path=sshd.user_key,
-        known_hosts_path=sshd.known_hosts,
-        use_agent=False,
-    )
-    with SFTPTransport(config) as transport:
+    with SFTPTransport(sshd.server_config(tmp_path)) as transport:
         assert transport._ssh is not None
         sock = transport._ssh.sock
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

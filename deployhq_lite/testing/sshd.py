@@ -19,6 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
@@ -32,6 +36,22 @@ class SSHServer:
     user_key: Path  # private key (ed25519, no passphrase)
     host_key_public: str  # "ssh-ed25519 AAAA..."
     known_hosts: Path  # OpenSSH known_hosts naming [127.0.0.1]:port
+
+    def server_config(self, root: Path) -> ServerConfig:
+        """A ``protocol_type = "ssh"`` server for ``root`` here: the user key, this
+        known_hosts, no agent."""
+        from ..config import ServerConfig
+
+        return ServerConfig(
+            protocol_type="ssh",
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            root=root,
+            key_path=self.user_key,
+            known_hosts_path=self.known_hosts,
+            use_agent=False,
+        )
 
 
 def find_sshd() -> str:

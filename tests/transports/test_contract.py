@@ -67,21 +67,10 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
 
 
 def _sftp(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
-    from deployhq_lite.config import ServerConfig
     from deployhq_lite.transports.sftp import SFTPTransport
 
-    sshd = request.getfixturevalue("sshd")
     root = tmp_path / "root"
-    config = ServerConfig(
-        protocol_type="ssh",
-        host=sshd.host,
-        port=sshd.port,
-        user=sshd.user,
-        root=root,
-        key_path=sshd.user_key,
-        known_hosts_path=sshd.known_hosts,
-        use_agent=False,
-    )
+    config = request.getfixturevalue("sshd").server_config(root)
     return Server(
         "sftp",
         SFTPTransport(config, server=SERVER),
