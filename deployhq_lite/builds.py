@@ -13,21 +13,17 @@ import contextlib
 import fcntl
 import os
 import shutil
-import signal
 import stat
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from .errors import DeploymentError
 from .log import get_logger
 from .records import CommandResult
-from .transports.base import OUTPUT_LIMIT
+from .shell import run_shell
 
 if TYPE_CHECKING:
     from . import git
@@ -40,7 +36,6 @@ PASSED_VARIABLES = (
     *("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"),
     *("TMPDIR", "USER", "LOGNAME", "SHELL", "TERM"),
 )
-_GRACE = 2.0  # seconds to collect the last output after a command's group was killed
 
 
 class BuildError(DeploymentError):
@@ -134,68 +129,10 @@ def run_command(
     on_output: Callable[[str], None] | None = None,
 ) -> CommandResult:
     """Run ``command`` with ``sh -c`` in its own process group, killed at the deadline."""
-    started = time.monotonic()
-    deadline = started + timeout
-    proc = subprocess.Popen(  # noqa: S602 - the operator's own command line, from config
-        command,
-        shell=True,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    status, text, seconds = run_shell(
+        command, cwd=cwd, timeout=timeout, env=env, on_output=on_output
     )
-    assert proc.stdout is not None
-    reader = _Reader(proc.stdout, on_output)
-    reader.start()
-    status: int | None = None
-    try:
-        # Output first: while something holds the pipe, the shell is not reaped, so its
-        # process group id cannot go to another process before we kill the group.
-        reader.join(max(0.0, deadline - time.monotonic()))
-        if not reader.is_alive():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                status = proc.wait(max(0.0, deadline - time.monotonic()))
-    finally:
-        if proc.returncode is None:
-            _kill_group(proc)
-        reader.join(_GRACE)  # a process that left our group may still hold the pipe
-        if not reader.is_alive():  # else closing would wait for the blocked reader
-            proc.stdout.close()
-    if reader.error is not None:
-        raise reader.error
-    text = bytes(reader.tail[-OUTPUT_LIMIT:]).decode("utf-8", "replace")
-    return CommandResult(
-        command, "build", status, text, time.monotonic() - started, timed_out=status is None
-    )
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the shell and everything it started
-    proc.wait()
-
-
-class _Reader(threading.Thread):
-    """Reads a command's output line by line: hands each line on, keeps the tail."""
-
-    def __init__(self, out: IO[bytes], on_output: Callable[[str], None] | None) -> None:
-        super().__init__(name="dhq-build-output", daemon=True)
-        self._out, self._on_output = out, on_output
-        self.tail = bytearray()
-        self.error: Exception | None = None  # raised by on_output; reading goes on
-
-    def run(self) -> None:
-        while line := self._out.readline(OUTPUT_LIMIT):
-            self.tail += line
-            if len(self.tail) > 2 * OUTPUT_LIMIT:
-                del self.tail[:-OUTPUT_LIMIT]
-            if self._on_output is not None and self.error is None:
-                try:
-                    self._on_output(line.decode("utf-8", "replace").rstrip("\r\n"))
-                except Exception as exc:
-                    self.error = exc
+    return CommandResult(command, "build", status, text, seconds, timed_out=status is None)
 
 
 def _output_dir(workdir: Path, build_output: str | None) -> Path:

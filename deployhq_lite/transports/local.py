@@ -14,18 +14,15 @@ import ctypes
 import errno
 import functools
 import os
-import signal
 import stat as st
-import subprocess
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
+from ..shell import run_shell
 from .base import (
-    OUTPUT_LIMIT,
     BaseTransport,
     CommandOutcome,
     DoneCallback,
@@ -217,25 +214,7 @@ class LocalTransport(BaseTransport):
     def run_command(self, command: str, *, timeout: float) -> CommandOutcome:
         """Run an operator's command (from the config only) with the root as its cwd."""
         self._require_open()
-        started = time.monotonic()
-        with subprocess.Popen(  # noqa: S602 - the operator's own command line, from config
-            command,
-            shell=True,
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ) as proc:
-            try:
-                out, _ = proc.communicate(timeout=timeout)
-                status: int | None = proc.returncode
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the shell and what it started
-                out, _ = proc.communicate()
-                status = None
-        text = out[-OUTPUT_LIMIT:].decode("utf-8", "replace")
-        return status, text, time.monotonic() - started
+        return run_shell(command, cwd=self.root, timeout=timeout)
 
     def sync(self) -> None:
         """Make everything written so far durable: one ``syncfs`` for the root's filesystem."""

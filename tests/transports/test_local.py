@@ -258,3 +258,16 @@ def test_sync_works(t: LocalTransport, root: Path) -> None:
     t.close()
     with pytest.raises(TransportError):
         t.sync()
+
+
+def test_a_command_past_its_timeout_returns_even_if_a_child_keeps_the_output_open(
+    t: LocalTransport,
+) -> None:
+    """The whole process group is killed at the deadline; a process that left the group
+    (and still holds the pipe) cannot keep the deployment waiting."""
+    import time
+
+    started = time.monotonic()
+    status, output, seconds = t.run_command("setsid sleep 30 & echo started; sleep 30", timeout=0.5)
+    assert status is None and output == "started\n"
+    assert time.monotonic() - started < 10 and seconds < 10
