@@ -40,6 +40,17 @@ def looks_stale(owner: str) -> bool:
     return False
 
 
+def take_lock(
+    history: History, mine: LockRecord, *, steal: bool = False, break_stale: bool = False
+) -> tuple[bool, LockRecord | None]:
+    """(whether ``mine`` is now held, the holder it met or pushed aside). ``break_stale``
+    takes over a lock whose owner process on this host is gone."""
+    acquired, holder = history.try_lock(mine, steal=steal)
+    if not acquired and break_stale and holder is not None and looks_stale(holder.owner):
+        acquired, holder = history.try_lock(mine, steal=True)
+    return acquired, holder
+
+
 @contextmanager
 def server_lock(
     history: History,
@@ -54,9 +65,7 @@ def server_lock(
     ``break_stale`` takes over a lock whose owner process on this host is gone.
     """
     mine = LockRecord(server_key, deployment, owner_label(), utcnow())
-    acquired, holder = history.try_lock(mine, steal=break_lock)
-    if not acquired and break_stale and holder is not None and looks_stale(holder.owner):
-        acquired, holder = history.try_lock(mine, steal=True)
+    acquired, holder = take_lock(history, mine, steal=break_lock, break_stale=break_stale)
     if not acquired:
         assert holder is not None
         stale = " (its process is gone: the lock looks stale)" if looks_stale(holder.owner) else ""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .deployments import record_committed, run_deployment, run_preview
 from .errors import DeployHQLiteError
-from .locking import looks_stale, owner_label
+from .locking import looks_stale, owner_label, take_lock
 from .log import get_logger
 from .marker import read_marker
 from .records import Deployment, DeploymentStatus, Release, utcnow
@@ -172,11 +172,8 @@ def run_releases(engine: Engine, on_release: ReleaseCallback | None = None) -> N
     from .releases import run_due
 
     mine = LockRecord(RELEASES_KEY, RELEASES_KEY, worker_label(), utcnow())
-    acquired, holder = engine.history.try_lock(mine)
-    if not acquired and holder is not None and looks_stale(holder.owner):
-        acquired, _ = engine.history.try_lock(mine, steal=True)
-    if not acquired:
-        return
+    if not take_lock(engine.history, mine, break_stale=True)[0]:
+        return  # another worker is running them
     try:
         for release, outcome in run_due(engine):
             log.info("release.scheduled_run", release=release.uid, outcome=outcome)
