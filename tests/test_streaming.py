@@ -96,10 +96,18 @@ def _stored_blob(site: Site, body: bytes, *, packed: bool) -> tuple[git.Reposito
     return repo, blob.oid
 
 
+@pytest.mark.parametrize("inflater", ["zlib-ng", "zlib"])
 @pytest.mark.parametrize("packed", [False, True], ids=["loose", "packed"])
-def test_a_big_blob_is_inflated_here_in_any_piece_sizes(site: Site, packed: bool) -> None:
+def test_a_big_blob_is_inflated_here_in_any_piece_sizes(
+    site: Site, monkeypatch: pytest.MonkeyPatch, packed: bool, inflater: str
+) -> None:
     """No git process (it would map a loose object whole, and pipe every byte); pieces
-    of any size, exact."""
+    of any size, exact; with zlib-ng, and with the standard zlib it falls back to."""
+    if inflater == "zlib":
+        monkeypatch.setattr(gitobjects, "zlib", zlib)
+        monkeypatch.setattr(gitobjects, "_ZLIB_ERROR", zlib.error)
+    else:
+        assert gitobjects.zlib.__name__ == "zlib_ng.zlib_ng"
     body = os.urandom(700_000)
     repo, oid = _stored_blob(site, body, packed=packed)
     for sizes in ([1, 7, 300_000, 131_072], [-1], [700_000], [65_536] * 11):
