@@ -392,7 +392,7 @@ class BlobReader:
         if where is not None:
             return where[2] >= self.HERE_MIN
         if not gitobjects.is_loose(self._objects, oid):
-            return False  # a delta: git reads it
+            return False  # a delta (or not stored here at all): git reads it
         try:
             return int(self._repo._repo.odb.read_header(oid)[1]) >= self.HERE_MIN
         except (KeyError, ValueError):
@@ -447,10 +447,8 @@ class BlobReader:
 
     def open(self, oid: str) -> Source:
         self._end_stream()
-        if oid in self._here:
-            here = self._open_here(oid)
-            if here is not None:
-                return here
+        if oid in self._here:  # never given to the batch process
+            return self._open_here(oid) or self._open_alone(oid)
         data = self._buffered.pop(oid, None)
         if data is not None:
             self._ahead -= len(data)

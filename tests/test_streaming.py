@@ -121,6 +121,24 @@ def test_a_big_blob_is_inflated_here_in_any_piece_sizes(
     repo.close()
 
 
+def test_a_blob_repacked_after_the_reader_started_is_still_read(site: Site) -> None:
+    """Loose when the reader sorted the ids, packed by the time it is asked for: read
+    another way, exactly."""
+    import subprocess
+
+    body = os.urandom(700_000)
+    repo, oid = _stored_blob(site, body, packed=False)
+    with repo.open_blob_reader([oid]) as reader:
+        assert reader._here == {oid}
+        run = ["git", "-C", str(site.repo.path)]
+        subprocess.run([*run, "repack", "-adq"], check=True)
+        subprocess.run([*run, "prune-packed"], check=True)
+        objects = os.path.join(repo._repo.path, "objects")
+        assert not gitobjects.is_loose(objects, oid)
+        assert reader.read(oid) == body
+    repo.close()
+
+
 def test_a_delta_in_a_pack_is_left_to_git(site: Site) -> None:
     """Two versions of a big file packed together: one is stored as a delta of the
     other, which gitobjects does not read; both come out exact, through git."""
