@@ -1077,8 +1077,8 @@ def _write_size(sftp: paramiko.SFTPClient) -> int:
     reply allows that much (OpenSSH 8.6 and later), else the 32 KiB every server takes."""
     try:
         t, msg = sftp._request(CMD_EXTENDED, _LIMITS)
-    except (OSError, paramiko.SSHException):  # unsupported: an SFTP status, not a reply
-        return _CHUNK
+    except (OSError, EOFError, paramiko.SSHException):  # unsupported (a status), or worse:
+        return _CHUNK  # the calls that follow meet a broken channel with their own error
     if t != CMD_EXTENDED_REPLY:
         return _CHUNK
     try:
