@@ -27,7 +27,7 @@ from .errors import DeployHQLiteError
 from .locking import looks_stale, owner_label, take_lock
 from .log import get_logger
 from .marker import read_marker
-from .records import Deployment, DeploymentStatus, Release, utcnow
+from .records import UNFINISHED, Deployment, DeploymentStatus, Release, utcnow
 from .store import LockRecord
 
 if TYPE_CHECKING:
@@ -37,9 +37,6 @@ EventCallback = Callable[[str, Deployment], None]  # ("deployment.finished", dep
 ReleaseCallback = Callable[[Release, str], None]  # (release, outcome)
 
 RELEASES_KEY = "scheduled-releases"  # the lock row one worker holds while it runs them
-UNFINISHED = frozenset(
-    {DeploymentStatus.PENDING, DeploymentStatus.RUNNING, DeploymentStatus.PREVIEW_PENDING}
-)
 
 log = get_logger(__name__)
 

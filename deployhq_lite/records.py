@@ -18,6 +18,12 @@ class DeploymentStatus(StrEnum):
     PREVIEWED = "previewed"
 
 
+# a deployment in one of these may still change (a worker or a run holds it, or will)
+UNFINISHED = frozenset(
+    {DeploymentStatus.PENDING, DeploymentStatus.RUNNING, DeploymentStatus.PREVIEW_PENDING}
+)
+
+
 class DeploymentMode(StrEnum):
     QUEUE = "queue"
     PREVIEW = "preview"

@@ -21,6 +21,7 @@ from .changeset import Changeset
 from .errors import StoreError
 from .records import (
     GROUP,
+    UNFINISHED,
     CommandResult,
     Deployment,
     DeploymentMode,
@@ -149,11 +150,7 @@ CREATE TABLE IF NOT EXISTS locks (
 """
 
 _FIELDS = [f.name for f in dataclasses.fields(Deployment)]
-_UNFINISHED = (
-    DeploymentStatus.PENDING.value,
-    DeploymentStatus.RUNNING.value,
-    DeploymentStatus.PREVIEW_PENDING.value,
-)
+_UNFINISHED = tuple(sorted(status.value for status in UNFINISHED))  # for "IN (?, ?, ?)"
 _COLUMNS = [name if name != "group" else "group_id" for name in _FIELDS if name != "seq"]
 
 
