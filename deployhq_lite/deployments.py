@@ -261,23 +261,43 @@ def rollback_to(
 
 
 def check_rollback(engine: Engine, target: Deployment) -> str:
-    """Refuse with DeployHQ's exact messages; return the target's stored end tree."""
+    """Refuse with DeployHQ's exact messages (and why); return the target's stored end
+    tree."""
     if target.config_files_only:
-        raise RollbackNotAllowedError(ROLLBACK_CONFIG_FILES)
+        raise RollbackNotAllowedError(ROLLBACK_CONFIG_FILES, reason=CONFIG_FILES_ONLY)
     if engine.settings.find_server(target.project, target.server) is None:
-        raise RollbackNotAllowedError(ROLLBACK_NO_SERVER)
+        raise RollbackNotAllowedError(ROLLBACK_NO_SERVER, reason=not_in_config(target.server))
     latest = engine.history.find_latest_completed(target.project, target.server)
     if latest is not None and latest.identifier == target.identifier:
-        raise RollbackNotAllowedError(ROLLBACK_LATEST)
+        latest_reason = f"it is the latest completed deployment on server {target.server!r}"
+        raise RollbackNotAllowedError(ROLLBACK_LATEST, reason=latest_reason)
     tree = engine.snapshots.find_tree(target.identifier)
-    if (
-        target.status is not DeploymentStatus.COMPLETED
-        or target.is_preview
-        or latest is None
-        or tree is None
-    ):
-        raise RollbackNotAllowedError(ROLLBACK_IMPOSSIBLE)
+    reason = not_completed(target)
+    if reason is None and latest is None:
+        reason = f"server {target.server!r} has no completed deployment to roll back from"
+    if reason is not None or tree is None:
+        raise RollbackNotAllowedError(ROLLBACK_IMPOSSIBLE, reason=reason or SNAPSHOT_MISSING)
     return tree
+
+
+CONFIG_FILES_ONLY = "it deployed only config files"
+SNAPSHOT_MISSING = "what it deployed is missing from the snapshot store"
+
+
+def not_in_config(server: str, kind: str = "server") -> str:
+    return f"its {kind} {server!r} is no longer in the config"
+
+
+def not_completed(target: Deployment) -> str | None:
+    """Why ``target`` never put anything on a server to go back to (None: it did)."""
+    if target.is_preview:
+        return "it is a preview: it deployed nothing"
+    if target.status is DeploymentStatus.FAILED:
+        error = (target.error or "").strip().splitlines()  # one line: it is shown as one
+        return f"it failed: {error[0]}" if error else "it failed"
+    if target.status is not DeploymentStatus.COMPLETED:
+        return f"it is still {target.status.value}"
+    return None
 
 
 def new_deployment(

@@ -11,7 +11,7 @@
     ├── RefusedError                             exit 3, nothing was written
     │   ├── DeploymentLockedError
     │   ├── MarkerMismatchError
-    │   ├── RollbackNotAllowedError              exact DeployHQ messages
+    │   ├── RollbackNotAllowedError              exact DeployHQ messages, a ``reason``
     │   └── ReleaseRefusedError                  carries an error ``code``
     │       └── ReleaseRollbackNotAllowedError
     ├── DeploymentError                          started and did not finish
@@ -105,7 +105,12 @@ class MarkerMismatchError(RefusedError):
 
 
 class RollbackNotAllowedError(RefusedError):
-    """Messages are DeployHQ's, exactly (see ``deployments.ROLLBACK_*``)."""
+    """Messages are DeployHQ's, exactly (see ``deployments.ROLLBACK_*``); ``reason`` says
+    why this deployment hit that rule (``it failed: connection lost``), shown beside it."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ReleaseRefusedError(RefusedError):

@@ -15,15 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .deployments import (
+    CONFIG_FILES_ONLY,
     ROLLBACK_CONFIG_FILES,
     ROLLBACK_IMPOSSIBLE,
     ROLLBACK_LATEST,
     ROLLBACK_NO_SERVER,
+    SNAPSHOT_MISSING,
     OutputCallback,
     ProgressCallback,
     build,
     create_deployment,
     new_deployment,
+    not_completed,
+    not_in_config,
     rollback_to,
     run_deployment,
     run_preview,
@@ -132,29 +136,33 @@ def create_group_rollback(
 
 
 def check_group_rollback(engine: Engine, target: Deployment) -> dict[str, str]:
-    """DeployHQ's rules for a group deployment; each member server's stored end tree."""
+    """DeployHQ's rules for a group deployment (and why); each member server's stored
+    end tree."""
     if target.config_files_only:
-        raise RollbackNotAllowedError(ROLLBACK_CONFIG_FILES)
+        raise RollbackNotAllowedError(ROLLBACK_CONFIG_FILES, reason=CONFIG_FILES_ONLY)
     members = engine.history.members(target.identifier)
-    group = engine.settings.find_group(target.project, target.server)
-    if group is None or any(
-        engine.settings.find_server(target.project, m.server) is None for m in members
-    ):
-        raise RollbackNotAllowedError(ROLLBACK_NO_SERVER)
+    if engine.settings.find_group(target.project, target.server) is None:
+        reason = not_in_config(target.server, "server group")
+        raise RollbackNotAllowedError(ROLLBACK_NO_SERVER, reason=reason)
+    for m in members:
+        if engine.settings.find_server(target.project, m.server) is None:
+            raise RollbackNotAllowedError(ROLLBACK_NO_SERVER, reason=not_in_config(m.server))
     latest = {m.server: engine.history.find_latest_completed(m.project, m.server) for m in members}
     if members and all(
         (found := latest[m.server]) is not None and found.identifier == m.identifier
         for m in members
     ):
-        raise RollbackNotAllowedError(ROLLBACK_LATEST)
+        reason = f"it is the latest completed deployment on every server of {target.server!r}"
+        raise RollbackNotAllowedError(ROLLBACK_LATEST, reason=reason)
     trees = {m.server: engine.snapshots.find_tree(m.identifier) for m in members}
-    if (
-        target.status is not DeploymentStatus.COMPLETED
-        or target.is_preview
-        or not members
-        or any(latest[m.server] is None or trees[m.server] is None for m in members)
-    ):
-        raise RollbackNotAllowedError(ROLLBACK_IMPOSSIBLE)
+    reason = not_completed(target) or ("" if members else "it has no per-server deployments")
+    for m in members:
+        if not reason and latest[m.server] is None:
+            reason = f"server {m.server!r} has no completed deployment to roll back from"
+        if not reason and trees[m.server] is None:
+            reason = SNAPSHOT_MISSING
+    if reason:
+        raise RollbackNotAllowedError(ROLLBACK_IMPOSSIBLE, reason=reason)
     return {server: tree for server, tree in trees.items() if tree is not None}
 
 

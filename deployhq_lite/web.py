@@ -26,7 +26,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import config as config_module
 from .config import Settings
 from .engine import Engine
-from .errors import ConfigError, DeployHQLiteError, StoreError, UnknownNameError
+from .errors import (
+    ConfigError,
+    DeployHQLiteError,
+    RollbackNotAllowedError,
+    StoreError,
+    UnknownNameError,
+)
 from .log import get_logger
 from .records import DeploymentMode, DeploymentStatus
 
@@ -190,6 +196,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = getattr(exc, "code", None)
         if isinstance(code, str):
             body["error_code"] = code
+        if isinstance(exc, RollbackNotAllowedError):
+            body["reason"] = exc.reason
         return JSONResponse(body, status)
 
     @app.exception_handler(StarletteHTTPException)

@@ -363,16 +363,16 @@ def make_config_files_deployment(site: Site, like: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("case", "message"),
+    ("case", "message", "reason"),
     [
-        ("latest", ROLLBACK_LATEST),
-        ("failed", ROLLBACK_IMPOSSIBLE),
-        ("preview", ROLLBACK_IMPOSSIBLE),
-        ("no-server", ROLLBACK_NO_SERVER),
-        ("config-files", ROLLBACK_CONFIG_FILES),
+        ("latest", ROLLBACK_LATEST, "it is the latest completed deployment on server 'production'"),
+        ("failed", ROLLBACK_IMPOSSIBLE, "it failed: deployment "),
+        ("preview", ROLLBACK_IMPOSSIBLE, "it is a preview: it deployed nothing"),
+        ("no-server", ROLLBACK_NO_SERVER, "its server 'production' is no longer in the config"),
+        ("config-files", ROLLBACK_CONFIG_FILES, "it deployed only config files"),
     ],
 )
-def test_rollback_refusals(two: Any, case: str, message: str) -> None:
+def test_rollback_refusals(two: Any, case: str, message: str, reason: str) -> None:
     site, first, second, _ = two
     target = {
         "latest": lambda: second["identifier"],
@@ -390,9 +390,13 @@ def test_rollback_refusals(two: Any, case: str, message: str) -> None:
     human = run("rollback", "website", target, "--config", site.config)
 
     assert as_json.returncode == human.returncode == 3, (as_json.stdout, human.stderr)
-    assert json.loads(as_json.stdout) == {"error": message}
+    refused = json.loads(as_json.stdout)
+    assert refused == {"error": message, "reason": refused["reason"]}
+    assert refused["reason"].startswith(reason)
+    if case == "failed":
+        assert "failed at 'blocked.txt'" in refused["reason"]
     assert human.stdout == ""
-    assert human.stderr.strip() == f"error: {message}"
+    assert human.stderr.strip() == f"error: {message} ({refused['reason']})"
     assert "Traceback" not in as_json.stderr + human.stderr
     assert server_state(site.root) == before
     assert identifiers(site) == known  # not even a failed record of the attempt
@@ -406,7 +410,7 @@ def test_rollback_refusals(two: Any, case: str, message: str) -> None:
 def test_refusal_applies_to_preview_mode_too(two: Any) -> None:
     site, _first, second, _ = two
     data = run_json(site, "rollback", "website", second["identifier"], "--mode", "preview", code=3)
-    assert data == {"error": ROLLBACK_LATEST}
+    assert data["error"] == ROLLBACK_LATEST
 
 
 def test_inserted_config_files_deployment_is_not_the_latest(two: Any) -> None:
@@ -569,7 +573,10 @@ def test_latest_is_per_server(site: Site, tmp_path: Path) -> None:
 
     # Newer deployments on production do not make staging's only one rollback-able...
     refused = run_json(site, "rollback", "website", staging_only.identifier, code=3)
-    assert refused == {"error": ROLLBACK_LATEST}
+    assert refused == {
+        "error": ROLLBACK_LATEST,
+        "reason": "it is the latest completed deployment on server 'staging'",
+    }
     # ...and a rollback runs on the rolled-back deployment's own server.
     done = run_json(site, "rollback", "website", prod_first.identifier)
     assert done["servers"][0]["name"] == "Production Server"

@@ -59,7 +59,10 @@ def test_config_files_only_deployment_and_its_rollback_refusal(site: Site) -> No
     cli(site, "deploy", "website", "--server", "production")  # so `only` is not the latest
     refused = run_cli("rollback", "website", only["identifier"], "--config", site.config, "--json")
     assert refused.returncode == 3
-    assert json.loads(refused.stdout) == {"error": ROLLBACK_CONFIG_FILES}
+    assert json.loads(refused.stdout) == {
+        "error": ROLLBACK_CONFIG_FILES,
+        "reason": "it deployed only config files",
+    }
 
 
 def test_project_level_config_files_name_their_servers(site: Site, tmp_path: Path) -> None:

@@ -102,7 +102,10 @@ def test_group_rollback_rolls_every_server_back_and_follows_the_rules(
     site.repo.commit({"index.html": "two", "keep.txt": None, "new.txt": "n"})
     two = cli(site, "deploy", "website", "--server", "web")
     refused = cli(site, "rollback", "website", two["identifier"], code=3)
-    assert refused == {"error": ROLLBACK_LATEST}
+    assert refused == {
+        "error": ROLLBACK_LATEST,
+        "reason": "it is the latest completed deployment on every server of 'web'",
+    }
     preview = cli(site, "rollback", "website", one["identifier"], "--mode", "preview")
     assert preview["status"] == "preview_pending"
     shown = cli(site, "deployments", "preview", "website", preview["identifier"])
@@ -122,7 +125,10 @@ def test_group_rollback_rolls_every_server_back_and_follows_the_rules(
     # the group is gone from the config: "Deployment has no parent server"
     site.write_config("\n[projects.website.servers.production2]\n" + local_second(tmp_path))
     refused = cli(site, "rollback", "website", two["identifier"], code=3)
-    assert refused == {"error": ROLLBACK_NO_SERVER}
+    assert refused == {
+        "error": ROLLBACK_NO_SERVER,
+        "reason": "its server group 'web' is no longer in the config",
+    }
 
 
 @pytest.mark.parametrize("order", ["parallel", "sequential"])

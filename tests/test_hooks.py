@@ -72,6 +72,7 @@ def test_library_refusal_raises_with_exact_message(site: Site) -> None:
     with pytest.raises(dhq.RollbackNotAllowedError) as raised:
         dhq.rollback("website", only.identifier, config=site.config)
     assert str(raised.value) == "Cannot rollback the latest deployment"
+    assert raised.value.reason == "it is the latest completed deployment on server 'production'"
     assert isinstance(raised.value, dhq.RefusedError)
 
 

@@ -173,7 +173,7 @@ def test_seed_rollback_in_preview_mode(site: Site, start_api: Callable[..., Api]
     assert site.files()["index.html"] == b"two"  # a preview writes nothing
 
 
-def test_the_four_refusals_are_422_with_the_seed_messages(
+def test_the_four_refusals_are_422_with_the_seed_messages_and_a_reason(
     site: Site, start_api: Callable[..., Api], tmp_path: Path
 ) -> None:
     _, second = two_deployments(site)
@@ -191,15 +191,27 @@ def test_the_four_refusals_are_422_with_the_seed_messages(
     site.write_config()  # staging is gone from the config
     api = start_api()
     cases = {
-        second.identifier: ROLLBACK_LATEST,
-        files_only.identifier: ROLLBACK_CONFIG_FILES,
-        gone.identifier: ROLLBACK_NO_SERVER,
-        preview.deployment.identifier: ROLLBACK_IMPOSSIBLE,
+        second.identifier: (
+            ROLLBACK_LATEST,
+            "it is the latest completed deployment on server 'production'",
+        ),
+        files_only.identifier: (ROLLBACK_CONFIG_FILES, "it deployed only config files"),
+        gone.identifier: (
+            ROLLBACK_NO_SERVER,
+            "its server 'staging' is no longer in the config",
+        ),
+        preview.deployment.identifier: (
+            ROLLBACK_IMPOSSIBLE,
+            "it is a preview: it deployed nothing",
+        ),
     }
     with api.client() as client:
-        for identifier, message in cases.items():
+        for identifier, (message, reason) in cases.items():
             response = client.post(f"/projects/website/deployments/{identifier}/rollback")
-            assert (response.status_code, response.json()) == (422, {"error": message})
+            assert (response.status_code, response.json()) == (
+                422,
+                {"error": message, "reason": reason},
+            )
 
 
 def test_unknown_names_malformed_bodies_and_large_bodies(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from .. import log
-from ..errors import DeployHQLiteError
+from ..errors import DeployHQLiteError, RollbackNotAllowedError
 from ..records import (
     Deployment,
     FileOutcome,
@@ -115,14 +115,18 @@ def _engine() -> Iterator[Engine]:
 
 
 def _fail(exc: DeployHQLiteError) -> NoReturn:
+    reason = exc.reason if isinstance(exc, RollbackNotAllowedError) else None
     if _opts().json:
         body = {"error": str(exc)}
         code = getattr(exc, "code", None)
         if isinstance(code, str):
             body["error_code"] = code
+        if reason:
+            body["reason"] = reason
         click.echo(json.dumps(body))
     else:
-        click.echo(f"error: {exc}", err=True)
+        why = f" ({reason})" if reason else ""
+        click.echo(f"error: {exc}{why}", err=True)
     sys.exit(exc.exit_code)
 
 
