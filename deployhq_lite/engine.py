@@ -239,9 +239,8 @@ class Engine:
         if found is None and len(identifier) >= 6:
             matches = self.history.find_prefix(project, identifier)
             found = matches[0] if len(matches) == 1 else None
-        if found is None or found.project != project:
-            recent = [d.identifier for d in self.history.query(project, limit=5)]
-            raise UnknownNameError("deployment", identifier, recent, scope=f"project {project!r}")
+        if found is None or found.project != project:  # its name only: never list others
+            raise UnknownNameError("deployment", identifier, None, scope=f"project {project}")
         return found
 
     def list_deployments(

@@ -50,13 +50,19 @@ class ConfigError(DeployHQLiteError, ValueError):
 
 
 class UnknownNameError(ConfigError, KeyError):
-    """A project, server or deployment name that does not exist; lists the known ones."""
+    """A project, server or deployment name that does not exist; lists the known ones,
+    unless ``known`` is None (deployment identifiers are never listed)."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str], *, scope: str = "") -> None:
-        names = sorted(known)
+    def __init__(
+        self, kind: str, name: str, known: Iterable[str] | None, *, scope: str = ""
+    ) -> None:
+        names = sorted(known or ())
         listing = ", ".join(names) if names else "none"
         where = f" in {scope}" if scope else ""
-        super().__init__(f"unknown {kind} {name!r}{where} (known: {listing})")
+        if known is None:
+            super().__init__(f"{kind} {name} not found{where}")
+        else:
+            super().__init__(f"unknown {kind} {name!r}{where} (known: {listing})")
         self.kind = kind
         self.name = name
         self.known = tuple(names)

@@ -4,7 +4,8 @@ Routes are thin: they call the same functions as the CLI. Deployments are queued
 in the history) and run by a worker (:mod:`queue`): in this process by default, or by
 ``deployhq-lite worker`` processes. Every route needs HTTP basic authentication
 (``--user EMAIL:API_KEY``) against ``[api_users]``, which keeps only SHA-256 hashes.
-Refusals are ``422 {"error": ...}`` with DeployHQ's messages; unknown names are 404.
+Refusals are ``422 {"error": ...}`` with DeployHQ's messages; unknown names (and
+releases) are 404, naming what was not found (never listing deployment identifiers).
 """
 
 from __future__ import annotations
@@ -189,11 +190,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DeployHQLiteError)
     async def refused(request: Request, exc: DeployHQLiteError) -> JSONResponse:
-        status = 404 if isinstance(exc, UnknownNameError) else 422
+        code = getattr(exc, "code", None)
+        status = 404 if isinstance(exc, UnknownNameError) or code == "not_found" else 422
         if isinstance(exc, StoreError):
             status = 503
         body: dict[str, Any] = {"error": str(exc)}
-        code = getattr(exc, "code", None)
         if isinstance(code, str):
             body["error_code"] = code
         if isinstance(exc, RollbackNotAllowedError):

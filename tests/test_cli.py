@@ -301,13 +301,17 @@ def test_deployments_list_and_show(two: Any) -> None:
     assert "completed" in human.stdout
 
 
-def test_unknown_deployment_lists_recent_ones(two: Any) -> None:
-    site, _first, second, _ = two
+def test_unknown_deployment_is_named_and_no_identifier_is_listed(two: Any) -> None:
+    site, first, second, _ = two
     done = run("deployments", "show", "website", "no-such-deployment", "--config", site.config)
     assert done.returncode == 2
-    assert "no-such-deployment" in done.stderr
-    assert second["identifier"] in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.stderr == "error: deployment no-such-deployment not found in project website\n"
+    as_json = run("rollback", "website", first["identifier"][:5], "--json", "--config", site.config)
+    assert json.loads(as_json.stdout) == {
+        "error": f"deployment {first['identifier'][:5]} not found in project website"
+    }
+    for output in (done.stdout + done.stderr, as_json.stdout + as_json.stderr):
+        assert first["identifier"] not in output and second["identifier"] not in output
 
 
 # -- the four refusals ----------------------------------------------------------------------

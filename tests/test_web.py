@@ -217,14 +217,25 @@ def test_the_four_refusals_are_422_with_the_seed_messages_and_a_reason(
 def test_unknown_names_malformed_bodies_and_large_bodies(
     site: Site, start_api: Callable[..., Api]
 ) -> None:
-    first, _ = two_deployments(site)
+    first, second = two_deployments(site)
     api = start_api()
     with api.client() as client:
         response = client.post(f"/projects/nope/deployments/{first.identifier}/rollback")
         assert response.status_code == 404
         assert response.json()["error"].startswith("unknown project 'nope'")
-        response = client.get("/projects/website/deployments/0000000-nope")
-        assert response.status_code == 404 and "unknown deployment" in response.json()["error"]
+        for path in (
+            "/projects/website/deployments/0000000-nope",
+            "/projects/website/deployments/0000000-nope/preview",
+        ):
+            response = client.get(path)
+            assert (response.status_code, response.json()) == (
+                404,
+                {"error": "deployment 0000000-nope not found in project website"},
+            )
+        response = client.post(f"/projects/website/deployments/{first.identifier[:4]}/rollback")
+        assert response.status_code == 404
+        assert response.json()["error"].startswith(f"deployment {first.identifier[:4]} not found")
+        assert first.identifier not in response.text and second.identifier not in response.text
         response = client.get("/no/such/route")
         assert (response.status_code, response.json()) == (404, {"error": "Not Found"})
         response = client.post(
@@ -453,6 +464,12 @@ def test_release_routes_follow_the_cli_rules(
         )
         assert read_only.status_code == 422 and "error_code" in read_only.json()
         assert client.get("/stacks/nope/releases").status_code == 404
+        unknown = client.get("/stacks/blog/releases/nope")
+        assert (unknown.status_code, unknown.json()) == (
+            404,
+            {"error": "release 'nope' not found in stack 'blog'", "error_code": "not_found"},
+        )
+        assert client.post("/stacks/blog/releases/nope/rollback").status_code == 404
         gone = client.delete(f"/stacks/blog/releases/{uid}")
         assert gone.status_code == 200 and gone.json()["deleted"] is True
     with httpx.Client(base_url=api.url, auth=("staging-only@example.com", "other-key")) as other:
