@@ -36,6 +36,7 @@ from .errors import (
 )
 from .log import get_logger
 from .records import DeploymentMode, DeploymentStatus
+from .views import page_of
 
 MAX_BODY = 64 * 1024  # bytes of a request body
 _DUMMY_HASH = hashlib.sha256(b"no such user").hexdigest()
@@ -301,16 +302,8 @@ def _deployment_routes(
         """The project's deployments, newest first, a page at a time."""
         key = project_key(settings, project)
         found = engine().list_deployments(key, limit=per_page, offset=(page - 1) * per_page)
-        total = engine().history.count(key)
-        return {
-            "pagination": {
-                "current_page": page,
-                "total_pages": max(1, -(-total // per_page)),
-                "total_records": total,
-                "offset": (page - 1) * per_page,
-            },
-            "records": [d.to_json(engine().members(d)) for d in found],
-        }
+        records = [d.to_json(engine().members(d)) for d in found]
+        return page_of(records, page=page, per_page=per_page, total=engine().history.count(key))
 
     @app.get("/projects/{project}/deployments/{deployment}")
     def show(project: str, deployment: str, _: str = user) -> dict[str, Any]:
@@ -327,8 +320,16 @@ def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> No
         return releases.create_release(engine(), stack, body.name, email).to_json()
 
     @app.get("/stacks/{stack}/releases")
-    def list_releases(stack: str, email: str = user) -> list[dict[str, Any]]:
-        return [r.to_json() for r in releases.list_releases(engine(), stack, email)]
+    def list_releases(
+        stack: str,
+        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+        per_page: Annotated[int, Query(ge=1, le=500)] = 30,
+        email: str = user,
+    ) -> dict[str, Any]:
+        """The releases the user may see, oldest first, a page at a time."""
+        found = releases.list_releases(engine(), stack, email)
+        records = [r.to_json() for r in found[(page - 1) * per_page :][:per_page]]
+        return page_of(records, page=page, per_page=per_page, total=len(found))
 
     @app.get("/stacks/{stack}/releases/{release}")
     def show_release(stack: str, release: str, email: str = user) -> dict[str, Any]:

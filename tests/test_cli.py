@@ -314,6 +314,28 @@ def test_unknown_deployment_is_named_and_no_identifier_is_listed(two: Any) -> No
         assert first["identifier"] not in output and second["identifier"] not in output
 
 
+def test_deployments_list_json_has_deployhqs_pagination(two: Any) -> None:
+    site, first, second, _ = two
+    page = run_json(site, "deployments", "list", "website", "--limit", "1", "--page", "2")
+    assert page["pagination"] == {
+        "current_page": 2,
+        "total_pages": 2,
+        "total_records": 2,
+        "offset": 1,
+        "per_page": 1,
+    }
+    assert [d["identifier"] for d in page["records"]] == [first["identifier"]]
+    one = run_json(site, "deployments", "list", "website", "--server", "production")
+    assert one["pagination"] == {
+        "current_page": 1,
+        "total_pages": 1,
+        "total_records": 2,
+        "offset": 0,
+        "per_page": 50,
+    }
+    assert [d["identifier"] for d in one["records"]] == [second["identifier"], first["identifier"]]
+
+
 # -- the four refusals ----------------------------------------------------------------------
 
 

@@ -193,12 +193,25 @@ def test_each_user_gets_their_own_rollback_release(content: Stack) -> None:
     bobs = ok(content, "releases", "rollback", "blog", release, user="bob")["uid"]
     assert mine != bobs
     listed = {
-        u: {r["uid"] for r in ok(content, "releases", "list", "blog", user=u)}
+        u: {r["uid"] for r in ok(content, "releases", "list", "blog", user=u)["records"]}
         for u in ("alice", "bob", "root")
     }
     assert listed["alice"] == {release, mine}
     assert listed["bob"] == {release, bobs}
     assert listed["root"] == {release, mine, bobs}
+    page = ok(content, "releases", "list", "blog", "--limit", "2", "--page", "2", user="root")
+    assert page["pagination"] == {
+        "current_page": 2,
+        "total_pages": 2,
+        "total_records": 3,
+        "offset": 2,
+        "per_page": 2,
+    }
+    assert [r["uid"] for r in page["records"]] == [bobs]  # oldest first
+    documents = ok(content, "entries", "list", "blog", "--limit", "1")
+    assert documents["pagination"]["per_page"] == 1
+    assert documents["pagination"]["total_records"] == 3  # hello, logo, about
+    assert [d["uid"] for d in documents["records"]] == ["about"]
     assert refused(content, "releases", "show", "blog", mine, user="bob") == "not_found"
     # bob deployed only to staging, and may not deploy to production at all
     assert (

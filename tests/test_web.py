@@ -321,6 +321,7 @@ def test_create_list_and_show_deployments(site: Site, start_api: Callable[..., A
             "total_pages": 2,
             "total_records": 2,
             "offset": 1,
+            "per_page": 1,
         }
         assert [d["identifier"] for d in page["records"]] == [done["identifier"]]
         unknown = client.post("/projects/website/deployments", json={"server": "nope"})
@@ -456,7 +457,16 @@ def test_release_routes_follow_the_cli_rules(
         assert undone.status_code == 200, undone.text
         assert b"hello v1" in delivered(production)["en-us/entries/post/hello.json"]
         listed = client.get("/stacks/blog/releases").json()
-        assert {r["uid"] for r in listed} == {uid, back.json()["uid"]}
+        assert {r["uid"] for r in listed["records"]} == {uid, back.json()["uid"]}
+        page = client.get("/stacks/blog/releases", params={"per_page": 1, "page": 2}).json()
+        assert page["pagination"] == {
+            "current_page": 2,
+            "total_pages": 2,
+            "total_records": 2,
+            "offset": 1,
+            "per_page": 1,
+        }
+        assert [r["uid"] for r in page["records"]] == [back.json()["uid"]]
         assert client.get(f"/stacks/blog/releases/{uid}").json()["deployed"] is True
         # refusals keep the CLI's error codes; unknown names are 404
         read_only = client.post(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..records import Deployment, Release
+from ..views import page_of
 from .common import (
     _engine,
     _opts,
@@ -30,11 +31,13 @@ def entries() -> None:
 
 @entries.command("list")
 @click.argument("stack")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=500, show_default=True)
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @common_options
-def list_entries(stack: str) -> None:
-    """Every document of STACK with its kind and latest version."""
+def list_entries(stack: str, limit: int, page: int) -> None:
+    """Every document of STACK with its kind and latest version, by uid."""
     with _engine() as engine:
-        catalog = engine.catalog(stack)
+        documents = sorted(engine.catalog(stack).documents.values(), key=lambda d: d.uid)
         rows = [
             {
                 "uid": doc.uid,
@@ -43,10 +46,10 @@ def list_entries(stack: str) -> None:
                 "latest_version": doc.latest,
                 "deleted": doc.versions[-1].path is None,
             }
-            for doc in sorted(catalog.documents.values(), key=lambda d: d.uid)
+            for doc in documents[(page - 1) * limit :][:limit]
         ]
         if _opts().json:
-            _print_json(rows)
+            _print_json(page_of(rows, page=page, per_page=limit, total=len(documents)))
             return
         for row in rows:
             gone = " (deleted)" if row["deleted"] else ""
@@ -277,16 +280,20 @@ def rollback_release(stack: str, release: str, user: str | None) -> None:
 
 @releases.command("list")
 @click.argument("stack")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @user_option
 @common_options
-def list_releases(stack: str, user: str | None) -> None:
-    """Releases you may see (rollback releases: your own; all for an admin)."""
+def list_releases(stack: str, limit: int, page: int, user: str | None) -> None:
+    """Releases you may see (rollback releases: your own; all for an admin), oldest first."""
     from ..releases import list_releases as query
 
     with _engine() as engine:
-        found = query(engine, stack, user)
+        every = query(engine, stack, user)
+        found = every[(page - 1) * limit :][:limit]
         if _opts().json:
-            _print_json([r.to_json() for r in found])
+            records = [r.to_json() for r in found]
+            _print_json(page_of(records, page=page, per_page=limit, total=len(every)))
             return
         for r in found:
             kind = "rollback" if r.is_rollback else "release"

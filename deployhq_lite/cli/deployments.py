@@ -6,6 +6,7 @@ import click
 
 from ..errors import DeployHQLiteError
 from ..records import DeploymentMode, DeploymentStatus, Preview
+from ..views import page_of
 from .common import (
     _engine,
     _fail,
@@ -154,16 +155,9 @@ def list_deployments(project: str, server: str | None, limit: int, page: int) ->
     with _engine() as engine:
         found = engine.list_deployments(project, server, limit=limit, offset=(page - 1) * limit)
         if _opts().json:
-            _print_json(
-                {
-                    "pagination": {
-                        "current_page": page,
-                        "per_page": limit,
-                        "offset": (page - 1) * limit,
-                    },
-                    "records": [d.to_json(engine.members(d)) for d in found],
-                }
-            )
+            records = [d.to_json(engine.members(d)) for d in found]
+            total = engine.history.count(project, server)
+            _print_json(page_of(records, page=page, per_page=limit, total=total))
             return
         if not found:
             click.echo(f"no deployments of {project} yet")
