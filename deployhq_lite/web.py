@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import config as config_module
+from . import views
 from .config import Settings
 from .engine import Engine
 from .errors import (
@@ -36,7 +37,6 @@ from .errors import (
 )
 from .log import get_logger
 from .records import DeploymentMode, DeploymentStatus
-from .views import page_of
 
 MAX_BODY = 64 * 1024  # bytes of a request body
 _DUMMY_HASH = hashlib.sha256(b"no such user").hexdigest()
@@ -148,6 +148,7 @@ def create_app(settings: Settings, *, worker: bool = True, worker_interval: floa
 
     user = Depends(_authenticated(settings))
     _add_error_handlers(app)
+    _project_routes(app, settings, engine, user)
     _deployment_routes(app, settings, engine, user, wake)
     _release_routes(app, engine, user)
     return _LimitBody(app)
@@ -234,6 +235,30 @@ def destination(settings: Settings, project: str, name: str) -> str:
     return name
 
 
+def _project_routes(
+    app: FastAPI, settings: Settings, engine: Callable[[], Engine], user: Any
+) -> None:
+    @app.get("/projects")
+    def projects(_: str = user) -> list[dict[str, Any]]:
+        """Every project, with its servers and server groups."""
+        return views.projects_view(engine())
+
+    @app.get("/projects/{project}")
+    def project(project: str, _: str = user) -> dict[str, Any]:
+        """A project: permalink, identifier, repository, servers and server groups."""
+        return views.project_view(engine(), project_key(settings, project))
+
+    @app.get("/projects/{project}/servers")
+    def servers(project: str, _: str = user) -> list[dict[str, Any]]:
+        """A project's servers (identifier, protocol_type, server_path, last_revision...)."""
+        return views.servers_view(engine(), project_key(settings, project))
+
+    @app.get("/projects/{project}/server_groups")
+    def server_groups(project: str, _: str = user) -> list[dict[str, Any]]:
+        """A project's server groups, each naming its servers."""
+        return views.groups_view(engine(), project_key(settings, project))
+
+
 def _deployment_routes(
     app: FastAPI,
     settings: Settings,
@@ -303,7 +328,8 @@ def _deployment_routes(
         key = project_key(settings, project)
         found = engine().list_deployments(key, limit=per_page, offset=(page - 1) * per_page)
         records = [d.to_json(engine().members(d)) for d in found]
-        return page_of(records, page=page, per_page=per_page, total=engine().history.count(key))
+        total = engine().history.count(key)
+        return views.page_of(records, page=page, per_page=per_page, total=total)
 
     @app.get("/projects/{project}/deployments/{deployment}")
     def show(project: str, deployment: str, _: str = user) -> dict[str, Any]:
@@ -329,7 +355,7 @@ def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> No
         """The releases the user may see, oldest first, a page at a time."""
         found = releases.list_releases(engine(), stack, email)
         records = [r.to_json() for r in found[(page - 1) * per_page :][:per_page]]
-        return page_of(records, page=page, per_page=per_page, total=len(found))
+        return views.page_of(records, page=page, per_page=per_page, total=len(found))
 
     @app.get("/stacks/{stack}/releases/{release}")
     def show_release(stack: str, release: str, email: str = user) -> dict[str, Any]:

@@ -277,6 +277,9 @@ def test_every_route_needs_authentication(site: Site, start_api: Callable[..., A
         ("GET", "/projects/website/deployments"),
         ("POST", "/projects/website/deployments"),
         ("GET", "/stacks/blog/releases"),
+        ("GET", "/projects"),
+        ("GET", "/projects/website"),
+        ("GET", "/projects/website/servers"),
     ]
     for auth in attempts:
         with api.client(auth) as client:
@@ -328,6 +331,49 @@ def test_create_list_and_show_deployments(site: Site, start_api: Callable[..., A
         assert unknown.status_code == 404
         assert "unknown server or server group 'nope'" in unknown.json()["error"]
     assert site.files() == {"index.html": b"two"}
+
+
+def test_projects_and_their_servers_are_discoverable(
+    site: Site, start_api: Callable[..., Api]
+) -> None:
+    site.write_config(
+        '\n[projects.website.server_groups.web]\nname = "Web"\nservers = ["production"]\n'
+    )
+    first, second = two_deployments(site)
+    api = start_api()
+    with api.client() as client:
+        listed = client.get("/projects")
+        assert listed.status_code == 200, listed.text
+        [project] = listed.json()
+        assert project["permalink"] == "website" and project["name"] == "Website"
+        assert project["repository"]["scm_type"] == "git"
+        assert project["repository"]["branch"] == "main"
+        for key in ("website", project["identifier"]):
+            assert client.get(f"/projects/{key}").json() == project
+        servers = client.get(f"/projects/{project['identifier']}/servers").json()
+        assert servers == project["servers"]
+        [server] = servers
+        assert {k: server[k] for k in ("identifier", "name", "protocol_type", "last_revision")} == {
+            "identifier": first.server_identifier,
+            "name": "Production Server",
+            "protocol_type": "local",
+            "last_revision": second.end_revision,
+        }
+        assert server["server_path"] == str(site.root) and server["enabled"] is True
+        groups = client.get("/projects/website/server_groups").json()
+        assert groups == project["server_groups"]
+        assert groups[0]["servers"] == [
+            {"identifier": first.server_identifier, "permalink": "production"}
+        ]
+        assert server["server_group_identifier"] == groups[0]["identifier"]
+        # what the listing names works where a server is asked for
+        created = client.post(
+            "/projects/website/deployments",
+            json={"parent_identifier": groups[0]["identifier"], "mode": "preview"},
+        )
+        assert created.status_code == 201, created.text
+        missing = client.get("/projects/nope/servers")
+        assert missing.status_code == 404 and "nope" in missing.json()["error"]
 
 
 def test_twenty_concurrent_rollbacks_on_one_server_are_serialized(
