@@ -22,7 +22,8 @@
     │   ├── RemotePathError
     │   ├── PathOutsideRootError
     │   └── TransportStateError
-    └── StoreError
+    ├── StoreError
+    └── ServeError                               exit 1
 """
 
 from __future__ import annotations
@@ -174,3 +175,7 @@ class TransportStateError(TransportError):
 
 class StoreError(DeployHQLiteError):
     pass
+
+
+class ServeError(DeployHQLiteError):
+    """The HTTP API cannot start: its address is taken, its certificate will not load."""

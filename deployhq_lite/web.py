@@ -10,43 +10,37 @@ releases) are 404, naming what was not found (never listing deployment identifie
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import os
+import socket
+import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import asgi, views
 from . import config as config_module
-from . import views
 from .config import Settings
 from .engine import Engine
 from .errors import (
     ConfigError,
     DeployHQLiteError,
     RollbackNotAllowedError,
+    ServeError,
     StoreError,
     UnknownNameError,
 )
 from .log import get_logger
 from .records import DeploymentMode, DeploymentStatus
 
-MAX_BODY = 64 * 1024  # bytes of a request body
-_DUMMY_HASH = hashlib.sha256(b"no such user").hexdigest()
-
 log = get_logger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 class ApiError(Exception):
@@ -146,12 +140,31 @@ def create_app(settings: Settings, *, worker: bool = True, worker_interval: floa
             found = engines.engine = Engine(settings)
         return found
 
-    user = Depends(_authenticated(settings))
+    user = Depends(_caller)
     _add_error_handlers(app)
+    _index_route(app, user)
     _project_routes(app, settings, engine, user)
     _deployment_routes(app, settings, engine, user, wake)
     _release_routes(app, engine, user)
-    return _LimitBody(app)
+    return asgi.Front(app, settings)  # authentication, body limits, JSON check, request log
+
+
+def _index_route(app: FastAPI, user: Any) -> None:
+    @app.get("/", include_in_schema=False)
+    def index(_: str = user) -> dict[str, Any]:
+        """What this API serves: its routes, and where its OpenAPI document is."""
+        routes = [
+            {"method": method, "path": route.path, "summary": route.summary or route.name}
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.include_in_schema
+            for method in sorted(route.methods or ())
+        ]
+        return {
+            "name": app.title,
+            "openapi": app.openapi_url,
+            "docs": app.docs_url,
+            "routes": routes,
+        }
 
 
 def _worker(
@@ -163,25 +176,12 @@ def _worker(
         run_worker(engine, once=False, interval=interval, stop=stop, wake=wake)
 
 
-def _authenticated(settings: Settings) -> Callable[[Request], str]:
-    def check(request: Request) -> str:
-        """The caller's email, from ``Authorization: Basic``; constant-time compare."""
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        email, key = "", ""
-        if scheme.lower() == "basic":
-            try:
-                email, _, key = base64.b64decode(token, validate=True).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                email, key = "", ""
-        found = settings.api_users.get(email)
-        offered = hashlib.sha256(key.encode()).hexdigest()
-        ok = hmac.compare_digest(offered, found.key_sha256 if found else _DUMMY_HASH)
-        if not (found and key and ok):
-            raise ApiError(401, "authentication required: --user EMAIL:API_KEY")
-        return email
-
-    return check
+def _caller(request: Request) -> str:
+    """The caller's email, authenticated in front of every route (:mod:`asgi`)."""
+    email = request.scope.get(asgi.USER)
+    if not isinstance(email, str):  # only an app served without its front gets here
+        raise ApiError(401, asgi.AUTH_REQUIRED)
+    return email
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -406,47 +406,18 @@ def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> No
         }
 
 
-class _LimitBody:
-    """ASGI middleware: a request body over ``MAX_BODY`` bytes gets 413, never read whole."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > MAX_BODY:
-            await _too_large(send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY:
-                raise ApiError(413, f"request body over {MAX_BODY} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _too_large(send: Send) -> None:
-    body = b'{"error": "request body too large (at most 65536 bytes)"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def serve(settings: Settings, *, host: str, port: int, worker: bool = True) -> None:
-    """Run the API with uvicorn until interrupted."""
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    worker: bool = True,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Run the API with uvicorn until interrupted (HTTPS with ``certfile``);
+    ``on_listening`` gets its URL once the port is taken."""
     import uvicorn
 
     if not settings.api_users:
@@ -455,4 +426,37 @@ def serve(settings: Settings, *, host: str, port: int, worker: bool = True) -> N
             f"{where}: no [api_users]: every route needs one; "
             "create a key with `deployhq-lite api-keys create EMAIL`"
         )
-    uvicorn.run(create_app(settings, worker=worker), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(settings, worker=worker),
+        log_level="warning",
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
+    try:
+        config.load()  # reads the certificate and key now: a bad one is one line
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        what = f"--certfile {certfile}" + (f" --keyfile {keyfile}" if keyfile else "")
+        raise ServeError(f"{what}: cannot load the certificate and key ({_why(exc)})") from None
+    listener = _listen(host, port)
+    if on_listening is not None:
+        scheme = "https" if certfile else "http"
+        shown = f"[{host}]" if ":" in host else host
+        on_listening(f"{scheme}://{shown}:{listener.getsockname()[1]}")
+    with listener:
+        uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):  # OpenSSL's words ("PEM lib") say little
+        return "not a PEM certificate and its matching private key"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # create_server's own strerror names the address
+    return str(exc)

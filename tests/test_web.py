@@ -296,6 +296,58 @@ def test_every_route_needs_authentication(site: Site, start_api: Callable[..., A
     assert output is not None and KEY.encode() not in output.read()
 
 
+def test_docs_index_and_bodies_are_checked_in_order(
+    site: Site, start_api: Callable[..., Api]
+) -> None:
+    """Authentication first (401 for every path, before any body is read or parsed), then
+    the size of the body (413, declared or chunked), then whether it is JSON (422)."""
+    first, _ = two_deployments(site)
+    api = start_api()
+    rollback = f"/projects/website/deployments/{first.identifier}/rollback"
+    malformed = b'{"mode": queue}'
+    with api.client(auth=None) as anonymous:
+        for content in (malformed, b'{"mode": "later"}', b"{" + b" " * 100_000 + b"}"):
+            response = anonymous.post(rollback, content=content)
+            assert response.status_code == 401, content[:20]
+            assert response.json() == {"error": "authentication required: --user EMAIL:API_KEY"}
+        for path in ("/", "/openapi.json", "/docs", "/redoc", "/no/such/route"):
+            assert anonymous.get(path).status_code == 401, path
+    with api.client() as client:
+        index = client.get("/")
+        assert index.status_code == 200, index.text
+        routes = {(r["method"], r["path"]) for r in index.json()["routes"]}
+        assert ("POST", "/projects/{project}/deployments/{deployment}/rollback") in routes
+        assert ("GET", "/projects") in routes and ("GET", "/stacks/{stack}/releases") in routes
+        assert index.json()["openapi"] == "/openapi.json"
+        assert "/projects/{project}/deployments" in client.get("/openapi.json").json()["paths"]
+        assert "swagger" in client.get("/docs").text.lower()
+        response = client.post(
+            rollback, content=malformed, headers={"Content-Type": "application/json"}
+        )
+        assert (response.status_code, response.json()) == (
+            422,
+            {"error": "request body is not valid JSON (line 1, column 10)"},
+        )
+        response = client.post(rollback, content=b'{\n  "mode": "queue",\n}')
+        assert response.json() == {"error": "request body is not valid JSON (line 3, column 1)"}
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: sent in chunks
+            yield b'{"mode": "queue", "pad": "'
+            for _ in range(20):
+                yield b"x" * 4096
+            yield b'"}'
+
+        response = client.post(
+            rollback, content=chunked(), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in response.request.headers
+        assert (response.status_code, response.json()) == (
+            413,
+            {"error": "request body too large (at most 65536 bytes)"},
+        )
+    assert site.files()["index.html"] == b"two"  # none of it was taken as a rollback
+
+
 def test_create_list_and_show_deployments(site: Site, start_api: Callable[..., Api]) -> None:
     site.repo.commit({"index.html": "one"})
     api = start_api()

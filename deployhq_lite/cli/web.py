@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -20,13 +21,36 @@ from .common import _engine, _opts, cli, common_options
     show_default=True,
     help="Run queued deployments in this process (else start `deployhq-lite worker`s).",
 )
+@click.option(
+    "--certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve HTTPS with this PEM certificate (chain), and its key unless --keyfile.",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The PEM private key of --certfile.",
+)
 @common_options
-def serve(host: str, port: int, worker: bool) -> None:
-    """Serve DeployHQ's HTTP API (rollback, deployments, previews, releases)."""
+def serve(host: str, port: int, worker: bool, certfile: str | None, keyfile: str | None) -> None:
+    """Serve DeployHQ's HTTP API (rollback, deployments, previews, releases).
+
+    Prints `listening on URL` (stderr) once the port is taken; with -v, one line per
+    request: method, path, status and milliseconds."""
     from ..web import serve as run
 
-    with _engine() as engine:
-        run(engine.settings, host=host, port=port, worker=worker)
+    if keyfile and not certfile:
+        raise click.UsageError("--keyfile needs --certfile")
+    with _engine() as engine, contextlib.suppress(KeyboardInterrupt):  # how a server stops
+        run(
+            engine.settings,
+            host=host,
+            port=port,
+            worker=worker,
+            certfile=certfile,
+            keyfile=keyfile,
+            on_listening=lambda url: click.echo(f"listening on {url}", err=True),
+        )
 
 
 @cli.group("api-keys")
