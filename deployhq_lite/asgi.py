@@ -14,7 +14,9 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -24,6 +26,7 @@ from .log import get_logger
 MAX_BODY = 64 * 1024  # bytes of a request body
 AUTH_REQUIRED = "authentication required: --user EMAIL:API_KEY"
 TOO_LARGE = f"request body too large (at most {MAX_BODY} bytes)"
+FORM = "application/x-www-form-urlencoded"
 USER = "deployhq_lite.user"  # the scope key of the authenticated caller's email
 _DUMMY_HASH = hashlib.sha256(b"no such user").hexdigest()
 
@@ -82,7 +85,12 @@ class Front:
             return
         try:
             body = await read_body(scope, receive)
-            check_json(body, _header(scope, b"content-type"))
+            content_type = _header(scope, b"content-type")
+            if _media_type(content_type) == FORM:  # as JSON, which the routes read
+                body = json.dumps(parse_form(body)).encode()
+                scope = _with_headers(scope, {b"content-type": b"application/json"})
+            else:
+                check_json(body, content_type)
         except Refused as exc:
             await respond(send, exc.status, {"error": exc.message})
             return
@@ -95,12 +103,13 @@ class Front:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app({**scope, USER: email}, replay, send)
+        await self.app({**_without_format(scope), USER: email}, replay, send)
 
 
 def authenticate(settings: Settings, header: str) -> str | None:
-    """The caller's email, from ``Authorization: Basic`` (keys compared by SHA-256 in
-    constant time); None if the credentials are missing or wrong."""
+    """The caller's email as ``[api_users]`` spells it, from ``Authorization: Basic``
+    (emails compared in any case, keys by SHA-256 in constant time); None if the
+    credentials are missing or wrong."""
     scheme, _, token = header.partition(" ")
     email, key = "", ""
     if scheme.lower() == "basic":
@@ -108,7 +117,8 @@ def authenticate(settings: Settings, header: str) -> str | None:
             email, _, key = base64.b64decode(token.strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             email, key = "", ""
-    name = email if email in settings.api_users else None
+    wanted = email.casefold()  # as DeployHQ: an email in any case
+    name = next((e for e in settings.api_users if e.casefold() == wanted), None)
     found = settings.api_users.get(name) if name is not None else None
     offered = hashlib.sha256(key.encode()).hexdigest()
     ok = hmac.compare_digest(offered, found.key_sha256 if found else _DUMMY_HASH)
@@ -136,10 +146,49 @@ async def read_body(scope: Scope, receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+def parse_form(body: bytes) -> dict[str, Any]:
+    """A form-encoded body as Rails reads one: ``mode=preview``,
+    ``deployment[mode]=preview`` (nested), ``locales[]=en-us`` (a list)."""
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused(422, "request body is not valid form data") from None
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        found = _FORM_KEY.fullmatch(key)
+        if found is None:
+            raise Refused(422, f"request body: form field {key!r} is not a parameter name")
+        path = [found[1], *re.findall(r"\[([^\[\]]*)\]", found[2])]
+        _put(data, path, value, key)
+    return data
+
+
+_FORM_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
+
+
+def _put(data: dict[str, Any], path: list[str], value: str, key: str) -> None:
+    where: Any = data
+    for part, after in zip(path, [*path[1:], None], strict=True):
+        if after is None:
+            if part == "" and isinstance(where, list):
+                where.append(value)
+            elif part != "" and isinstance(where, dict):
+                where[part] = value
+            else:
+                raise Refused(422, f"request body: form field {key!r} conflicts with another")
+            return
+        made: Any = [] if after == "" else {}
+        if not isinstance(where, dict) or part == "":
+            raise Refused(422, f"request body: form field {key!r} conflicts with another")
+        where = where.setdefault(part, made)
+        if type(where) is not type(made):
+            raise Refused(422, f"request body: form field {key!r} conflicts with another")
+
+
 def check_json(body: bytes, content_type: str) -> None:
     """Refuse (422, saying where) a JSON body, or one without a content type, that
     does not parse; the routes' models then say what is wrong with one that does."""
-    kind = content_type.partition(";")[0].strip().lower()
+    kind = _media_type(content_type)
     if not body.strip() or not (kind in ("", "application/json") or kind.endswith("+json")):
         return
     try:
@@ -170,6 +219,25 @@ async def respond(
         }
     )
     await send({"type": "http.response.body", "body": content})
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _with_headers(scope: Scope, replaced: dict[bytes, bytes]) -> Scope:
+    kept = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in replaced]
+    kept = [(k, v) for k, v in kept if k.lower() != b"content-length"]
+    return {**scope, "headers": [*kept, *replaced.items()]}
+
+
+def _without_format(scope: Scope) -> Scope:
+    """A path with Rails' ``.json`` format suffix as the same path without it."""
+    path: str = scope["path"]
+    if not path.endswith(".json") or path in ("/openapi.json", "/.json"):
+        return scope
+    raw = scope.get("raw_path") or path.encode()
+    return {**scope, "path": path[:-5], "raw_path": raw[:-5] if raw.endswith(b".json") else raw}
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import asgi, views
@@ -56,13 +56,55 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RollbackRequest(_Body):
+_TRUE = frozenset({"true", "1", "t", "yes", "on"})
+_FALSE = frozenset({"false", "0", "f", "no", "off"})
+
+
+def _rails_boolean(value: Any) -> Any:
+    """Rails' (ActiveModel's) boolean strings as well as JSON's true and false, 1 and 0;
+    anything else is refused, not taken as true."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("must be true or false (or 1/0, t/f, yes/no, on/off)")
+
+
+RailsBool = Annotated[bool, BeforeValidator(_rails_boolean)]
+
+
+class _DeployHQBody(BaseModel):
+    """A body of a DeployHQ route, read as DeployHQ's Rails app reads one: flat or
+    wrapped in ``{"deployment": {...}}``, with parameters it does not know ignored (and
+    named in the response's ``warnings``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("deployment"), dict):
+            return {**{k: v for k, v in data.items() if k != "deployment"}, **data["deployment"]}
+        return data
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"unknown parameter {key!r} ignored" for key in sorted(self.model_extra or {})]
+
+    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with the ``warnings``, if any."""
+        return {**data, "warnings": self.warnings} if self.model_extra else data
+
+
+class RollbackRequest(_DeployHQBody):
     mode: DeploymentMode = DeploymentMode.QUEUE
-    copy_config_files: bool = True
-    run_build_commands: bool = True
+    copy_config_files: RailsBool = True
+    run_build_commands: RailsBool = True
 
 
-class DeploymentRequest(_Body):
+class DeploymentRequest(_DeployHQBody):
     """A new deployment. ``parent_identifier`` (DeployHQ's name) or ``server``: a server
     or server group, by its key or its identifier. ``end_revision`` (or ``branch``)
     defaults to the branch head. ``start_revision`` is accepted for DeployHQ's clients
@@ -74,17 +116,9 @@ class DeploymentRequest(_Body):
     end_revision: str | None = Field(default=None, min_length=1, max_length=200)
     branch: str | None = Field(default=None, max_length=200)
     mode: DeploymentMode = DeploymentMode.QUEUE
-    copy_config_files: bool = True
-    run_build_commands: bool = True
-    config_files_only: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unwrap(cls, data: Any) -> Any:
-        """DeployHQ's clients send ``{"deployment": {...}}``; a flat body works too."""
-        if isinstance(data, dict) and set(data) == {"deployment"}:
-            return data["deployment"]
-        return data
+    copy_config_files: RailsBool = True
+    run_build_commands: RailsBool = True
+    config_files_only: RailsBool = False
 
 
 class NewRelease(_Body):
@@ -284,8 +318,8 @@ def _deployment_routes(
         )
         wake.set()
         if created.is_preview:
-            return {"identifier": created.identifier, "status": created.status.value}
-        return created.to_json(engine().members(created))
+            return body.answer({"identifier": created.identifier, "status": created.status.value})
+        return body.answer(created.to_json(engine().members(created)))
 
     @app.get("/projects/{project}/deployments/{deployment}/preview")
     def preview(project: str, deployment: str, _: str = user) -> dict[str, Any]:
@@ -315,7 +349,7 @@ def _deployment_routes(
             run_build_commands=request.run_build_commands,
         )
         wake.set()
-        return created.to_json(engine().members(created))
+        return request.answer(created.to_json(engine().members(created)))
 
     @app.get("/projects/{project}/deployments")
     def index(

@@ -348,6 +348,82 @@ def test_docs_index_and_bodies_are_checked_in_order(
     assert site.files()["index.html"] == b"two"  # none of it was taken as a rollback
 
 
+def test_deployhq_clients_rails_ways_are_understood(
+    site: Site, start_api: Callable[..., Api]
+) -> None:
+    """Form-encoded bodies, the ``deployment`` wrapper, unknown parameters (ignored and
+    named in ``warnings``), Rails' boolean strings, any-case emails, a ``.json`` suffix."""
+    first, _ = two_deployments(site)
+    api = start_api("--no-worker")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with api.client(auth=(EMAIL.upper(), KEY)) as client:
+        rollback = client.post(
+            f"/projects/website/deployments/{first.identifier}/rollback.json",
+            content=b"mode=preview&copy_config_files=f&utf8=%E2%9C%93",
+            headers=form,
+        )
+        assert rollback.status_code == 201, rollback.text
+        assert rollback.json() == {
+            "identifier": rollback.json()["identifier"],
+            "status": "preview_pending",
+            "warnings": ["unknown parameter 'utf8' ignored"],
+        }
+        shown = client.get(f"/projects/website/deployments/{rollback.json()['identifier']}.json")
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["configuration"]["copy_config_files"] is False
+        assert shown.json()["rollback_of"] == first.identifier
+        wrapped = client.post(
+            "/projects/website/deployments.json",
+            json={
+                "deployment": {
+                    "parent_identifier": "production",
+                    "mode": "preview",
+                    "copy_config_files": "false",
+                    "email_notify": True,
+                },
+                "format": "json",
+            },
+        )
+        assert wrapped.status_code == 201, wrapped.text
+        assert wrapped.json()["configuration"]["copy_config_files"] is False
+        assert wrapped.json()["warnings"] == [
+            "unknown parameter 'email_notify' ignored",
+            "unknown parameter 'format' ignored",
+        ]
+        nested = client.post(
+            "/projects/website/deployments",
+            content=b"deployment[parent_identifier]=production&deployment[mode]=preview"
+            b"&deployment[run_build_commands]=no",
+            headers=form,
+        )
+        assert nested.status_code == 201, nested.text
+        assert nested.json()["configuration"]["run_build_commands"] is False
+        assert "warnings" not in nested.json()
+        for value, meant in [
+            *((v, True) for v in ("true", "1", "t", "yes", "on", "TRUE", 1, True)),
+            *((v, False) for v in ("false", "0", "f", "no", "off", "Off", 0, False)),
+        ]:
+            made = client.post(
+                "/projects/website/deployments",
+                json={"server": "production", "mode": "preview", "config_files_only": value},
+            )
+            assert made.status_code in (201, 422), made.text
+            # config_files_only with no config files is refused: so it was taken as true
+            assert (made.status_code == 422) is meant, (value, made.text)
+        for value in ("maybe", "y", "", 2, None, [True]):
+            refused = client.post(
+                "/projects/website/deployments",
+                json={"server": "production", "mode": "preview", "copy_config_files": value},
+            )
+            assert refused.status_code == 422, (value, refused.text)
+            assert refused.json()["error"].startswith("copy_config_files: ")
+        listed = client.get("/projects/website/deployments.json", params={"per_page": 1})
+        assert listed.status_code == 200 and len(listed.json()["records"]) == 1
+        assert client.get("/projects.json").json()[0]["permalink"] == "website"
+    with api.client(auth=(EMAIL.upper(), "wrong-key")) as client:
+        assert client.get("/projects/website/deployments").status_code == 401
+
+
 def test_create_list_and_show_deployments(site: Site, start_api: Callable[..., Api]) -> None:
     site.repo.commit({"index.html": "one"})
     api = start_api()
