@@ -307,7 +307,9 @@ def test_docs_index_and_bodies_are_checked_in_order(
     malformed = b'{"mode": queue}'
     with api.client(auth=None) as anonymous:
         for content in (malformed, b'{"mode": "later"}', b"{" + b" " * 100_000 + b"}"):
-            response = anonymous.post(rollback, content=content)
+            response = anonymous.post(
+                rollback, content=content, headers={"Content-Type": "application/json"}
+            )
             assert response.status_code == 401, content[:20]
             assert response.json() == {"error": "authentication required: --user EMAIL:API_KEY"}
         for path in ("/", "/openapi.json", "/docs", "/redoc", "/no/such/route"):
