@@ -10,7 +10,6 @@ releases) are 404, naming what was not found (never listing deployment identifie
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import threading
@@ -491,6 +490,6 @@ def _listen(host: str, port: int) -> socket.socket:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):  # OpenSSL's words ("PEM lib") say little
         return "not a PEM certificate and its matching private key"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)  # create_server's own strerror names the address
+    if isinstance(exc, OSError) and exc.strerror:  # create_server's adds the address
+        return exc.strerror.partition(" (while attempting to bind")[0]
     return str(exc)
