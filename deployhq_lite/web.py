@@ -468,6 +468,8 @@ def serve(
     try:
         config.load()  # reads the certificate and key now: a bad one is one line
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        if not certfile:
+            raise
         what = f"--certfile {certfile}" + (f" --keyfile {keyfile}" if keyfile else "")
         raise ServeError(f"{what}: cannot load the certificate and key ({_why(exc)})") from None
     listener = _listen(host, port)
