@@ -288,13 +288,24 @@ def not_in_config(server: str, kind: str = "server") -> str:
     return f"its {kind} {server!r} is no longer in the config"
 
 
+def _failure(target: Deployment) -> str:
+    """``failed: why`` from a failed deployment's error, on one line, without its own
+    identifier or the advice to deploy again (see :func:`_run_locked`'s message)."""
+    lines = (target.error or "").strip().splitlines()
+    error = lines[0] if lines else ""
+    error = error.removeprefix(f"deployment {target.identifier}").lstrip(": ")
+    error = error.partition("; the server marker was not moved")[0]
+    if not error:
+        return "failed"
+    return error if error.startswith("failed ") else f"failed: {error}"
+
+
 def not_completed(target: Deployment) -> str | None:
     """Why ``target`` never put anything on a server to go back to (None: it did)."""
     if target.is_preview:
         return "it is a preview: it deployed nothing"
     if target.status is DeploymentStatus.FAILED:
-        error = (target.error or "").strip().splitlines()  # one line: it is shown as one
-        return f"it failed: {error[0]}" if error else "it failed"
+        return f"it {_failure(target)}"
     if target.status is not DeploymentStatus.COMPLETED:
         return f"it is still {target.status.value}"
     return None
