@@ -237,7 +237,10 @@ def test_unknown_names_malformed_bodies_and_large_bodies(
         assert response.json()["error"].startswith(f"deployment {first.identifier[:4]} not found")
         assert first.identifier not in response.text and second.identifier not in response.text
         response = client.get("/no/such/route")
-        assert (response.status_code, response.json()) == (404, {"error": "Not Found"})
+        assert (response.status_code, response.json()) == (
+            404,
+            {"error": "no route GET /no/such/route"},
+        )
         response = client.post(
             f"/projects/website/deployments/{first.identifier}/rollback", json={"mode": "later"}
         )
