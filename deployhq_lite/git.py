@@ -20,7 +20,7 @@ from typing import IO, Any
 import pygit2
 from pygit2.enums import FileMode
 
-from . import gitobjects
+from . import gitobjects, names
 from .errors import RepositoryError, RevisionNotFoundError, StoreError
 from .transports.base import BytesSource, Source
 
@@ -264,7 +264,8 @@ class Repository:
         Files get mode 0o644 or 0o755, symlinks are made as symlinks, gitlinks are
         skipped. Every directory is made before any file or symlink, and nothing is
         overwritten, so no write can go through a symlink the tree itself made. Entry
-        names ``.``, ``..``, ``.git`` or holding ``/`` are refused (RepositoryError).
+        names ``.``, ``..``, ``.git`` (as any file system may read it, see :mod:`names`)
+        or holding ``/`` are refused (RepositoryError).
         """
         blobs: list[tuple[Path, RawEntry]] = []
         stack: list[tuple[Path, pygit2.Tree]] = [(dest, self._tree(tree))]
@@ -304,7 +305,7 @@ class Repository:
         return str(builder.write())
 
     def _disk_entry(self, path: Path, st: os.stat_result) -> tuple[pygit2.Oid, int] | None:
-        if path.name == ".git":
+        if names.is_git_name(path.name):
             raise RepositoryError(f"refusing to store {path}: a .git directory or file")
         if stat.S_ISLNK(st.st_mode):
             return self._repo.create_blob(os.fsencode(os.readlink(path))), MODE_SYMLINK
@@ -639,8 +640,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _checked_name(name: str, repository: str) -> str:
-    """A tree entry name that is safe to create in a directory."""
-    if name in ("", ".", "..", ".git") or "/" in name or "\0" in name:
+    """A tree entry name that is safe to create in a directory (of any file system)."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name or names.is_git_name(name):
         raise RepositoryError(f"refusing tree entry {name!r} in {repository}")
     return name
 

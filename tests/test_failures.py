@@ -280,6 +280,29 @@ def hostile_commit(site: Site, kind: str) -> str:
         "dot-GIT-file": [(0o100644, b".GIT", evil)],
         "nested-dot-git": [(0o040000, b"sub", _raw_tree(repo, [(0o040000, b".git", inner)]))],
         "marker": [(0o040000, b".deployhq-lite", _raw_tree(repo, [(0o100644, b"revision", evil)]))],
+        # what a case-insensitive (macOS, Windows) server takes for the marker or .git
+        "marker-upper": [
+            (0o040000, b".DEPLOYHQ-LITE", _raw_tree(repo, [(0o100644, b"revision", evil)]))
+        ],
+        "marker-dot": [
+            (0o040000, b".deployhq-lite.", _raw_tree(repo, [(0o100644, b"revision", evil)]))
+        ],
+        "marker-leader": [
+            (
+                0o040000,
+                ".deployhq-lite\u2024".encode(),
+                _raw_tree(repo, [(0o100644, b"revision", evil)]),
+            )
+        ],
+        "marker-zwnj": [
+            (
+                0o040000,
+                ".deployhq\u200c-lite".encode(),
+                _raw_tree(repo, [(0o100644, b"revision", evil)]),
+            )
+        ],
+        "git-stream": [(0o040000, b".git::$INDEX_ALLOCATION", inner)],
+        "temp-upper": [(0o100644, b".index.html.DHQ-TMP", evil)],
         "gitlink": [(0o160000, b"vendor", parents[0] if parents else evil)],
     }[kind]
     tree = _raw_tree(repo, [(0o100644, b"index.html", good), *hostile])
@@ -288,7 +311,20 @@ def hostile_commit(site: Site, kind: str) -> str:
     return str(commit)
 
 
-HOSTILE = ["dotdot-dir", "dotdot-file", "dot-git", "dot-GIT-file", "nested-dot-git", "marker"]
+HOSTILE = [
+    "dotdot-dir",
+    "dotdot-file",
+    "dot-git",
+    "dot-GIT-file",
+    "nested-dot-git",
+    "marker",
+    "marker-upper",
+    "marker-dot",
+    "marker-leader",
+    "marker-zwnj",
+    "git-stream",
+    "temp-upper",
+]
 
 
 @pytest.mark.parametrize("kind", [*HOSTILE, "gitlink"])
