@@ -21,7 +21,7 @@ import pygit2
 from pygit2.enums import FileMode
 
 from . import gitobjects, names
-from .errors import RepositoryError, RevisionNotFoundError, StoreError
+from .errors import RepositoryError, RevisionNotFoundError, StoreError, UnsafePathError
 from .transports.base import BytesSource, Source
 
 MODE_FILE = 0o100644
@@ -80,9 +80,11 @@ class Repository:
 
     def tree_of(self, revision: str) -> str:
         try:
-            return str(self._repo[revision].peel(pygit2.Tree).id)
+            obj = self._repo[revision]
+            tree = obj.id if isinstance(obj, pygit2.Tree) else obj.peel(pygit2.Commit).tree_id
         except (KeyError, ValueError, pygit2.GitError):
             raise RevisionNotFoundError(revision, self.path) from None
+        return str(self._tree(str(tree)).id)  # a tree libgit2 cannot read is named
 
     # -- objects ---------------------------------------------------------------------
 
@@ -111,13 +113,10 @@ class Repository:
         """Deltas between two trees (``None`` is the empty tree), exact renames only."""
         if old_tree == new_tree:
             return
-        if new_tree is None:
-            assert old_tree is not None
-            diff = self._tree(old_tree).diff_to_tree(flags=_DIFF_FLAGS)
-        elif old_tree is None:
-            diff = self._tree(new_tree).diff_to_tree(flags=_DIFF_FLAGS, swap=True)
-        else:
-            diff = self._tree(old_tree).diff_to_tree(self._tree(new_tree), flags=_DIFF_FLAGS)
+        try:
+            diff = self._diff(old_tree, new_tree)  # libgit2 reads every tree it needs here
+        except pygit2.GitError as exc:  # a subtree libgit2 cannot read: say which
+            raise self._unreadable_below(exc, old_tree, new_tree) from None
         for d in diff.deltas:
             status = int(d.status)
             if status == _ADDED:
@@ -129,6 +128,14 @@ class Repository:
             else:
                 o, n = d.old_file, d.new_file
                 yield (n.path, str(o.id), o.mode, str(n.id), n.mode)
+
+    def _diff(self, old_tree: str | None, new_tree: str | None) -> pygit2.Diff:
+        if new_tree is None:
+            assert old_tree is not None
+            return self._tree(old_tree).diff_to_tree(flags=_DIFF_FLAGS)
+        if old_tree is None:
+            return self._tree(new_tree).diff_to_tree(flags=_DIFF_FLAGS, swap=True)
+        return self._tree(old_tree).diff_to_tree(self._tree(new_tree), flags=_DIFF_FLAGS)
 
     def first_parent_history(self, revision: str) -> list[tuple[str, str, list[str]]]:
         """``(commit, tree, changed paths)`` along first parents, oldest first."""
@@ -156,7 +163,7 @@ class Repository:
             for item in node:
                 path = prefix + str(item.name)
                 if item.filemode == MODE_TREE:
-                    stack.append((path + "/", self._repo[item.id]))
+                    stack.append((path + "/", self._subtree(str(item.id), path + "/")))
                 else:
                     yield path, RawEntry(str(item.id), item.filemode)
 
@@ -165,6 +172,8 @@ class Repository:
             item = self._tree(tree)[path]
         except (KeyError, ValueError):
             return None
+        except pygit2.GitError as exc:
+            raise self._unreadable_below(exc, tree) from None
         if item.filemode == MODE_TREE:
             return None
         return RawEntry(str(item.id), item.filemode)
@@ -175,6 +184,8 @@ class Repository:
             item = self._tree(tree)[path]
         except (KeyError, ValueError):
             return None
+        except pygit2.GitError as exc:
+            raise self._unreadable_below(exc, tree) from None
         return str(item.id) if item.filemode == MODE_TREE else None
 
     def has_path(self, tree: str, path: str) -> bool:
@@ -275,7 +286,8 @@ class Repository:
                 name = _checked_name(str(item.name), self.path)
                 if item.filemode == MODE_TREE:
                     (directory / name).mkdir()
-                    stack.append((directory / name, self._repo[item.id].peel(pygit2.Tree)))
+                    where = directory.relative_to(dest) / name
+                    stack.append((directory / name, self._subtree(str(item.id), f"{where}/")))
                 elif item.filemode != MODE_GITLINK:
                     blobs.append((directory / name, RawEntry(str(item.id), item.filemode)))
         with self.open_blob_reader([e.oid for _, e in blobs]) as reader:
@@ -335,10 +347,47 @@ class Repository:
         self._repo.free()
 
     def _tree(self, oid: str) -> pygit2.Tree:
+        return self._subtree(oid, "")
+
+    def _subtree(self, oid: str, where: str) -> pygit2.Tree:
+        """The tree ``oid`` found at ``where`` (``dir/``; "" for a top tree)."""
         try:
             return self._repo[oid].peel(pygit2.Tree)
         except (KeyError, ValueError) as exc:
             raise RepositoryError(f"tree {oid} missing from {self.path} ({exc})") from None
+        except pygit2.GitError as exc:
+            raise self._unreadable(oid, where, exc) from None
+
+    def _unreadable(self, oid: str, where: str, exc: Exception) -> RepositoryError:
+        """The error for tree ``oid`` (at ``where``), which libgit2 cannot parse: an
+        entry with an empty name is a hostile path (git itself refuses to write one)."""
+        try:
+            raw = bytes(self._repo.odb.read(oid)[1])
+        except (KeyError, ValueError, pygit2.GitError):
+            raw = b""
+        if _has_empty_name(raw):
+            return UnsafePathError(
+                where, f"tree {oid} in {self.path} holds an entry with an empty name"
+            )
+        return RepositoryError(f"tree {oid} at {where or '/'!r} in {self.path}: {exc}")
+
+    def _unreadable_below(self, exc: Exception, *trees: str | None) -> RepositoryError:
+        """The error for a tree below ``trees`` that libgit2 cannot parse (found by
+        walking them: libgit2's own message does not say which tree)."""
+        for top in trees:
+            stack = [("", top)] if top else []
+            while stack:
+                where, oid = stack.pop()
+                try:
+                    node = self._repo[oid].peel(pygit2.Tree)
+                except (KeyError, ValueError):
+                    continue  # missing, not broken
+                except pygit2.GitError as broken:
+                    return self._unreadable(oid, where, broken)
+                for item in node:
+                    if item.filemode == MODE_TREE:
+                        stack.append((f"{where}{item.name}/", str(item.id)))
+        return RepositoryError(f"{self.path}: {exc}")
 
 
 class BlobReader:
@@ -646,10 +695,30 @@ def _checked_name(name: str, repository: str) -> str:
     return name
 
 
+def _has_empty_name(raw: bytes) -> bool:
+    """Whether the raw tree object ``raw`` (``<mode> <name>\\0<20-byte id>``...) holds an
+    entry with an empty name."""
+    pos = 0
+    while pos < len(raw):
+        space = raw.find(b" ", pos)
+        if space < 0:
+            return False
+        if raw[space + 1 : space + 2] == b"\0":
+            return True
+        end = raw.find(b"\0", space)
+        if end < 0:
+            return False
+        pos = end + 21
+    return False
+
+
 def _write_entry(target: Path, mode: int, source: Source) -> None:
     """Create the file or symlink ``target`` (never over anything) from ``source``."""
     if mode == MODE_SYMLINK:
-        os.symlink(os.fsdecode(source.read()), target)
+        link = source.read()
+        if not link or b"\0" in link:
+            raise RepositoryError(f"refusing symlink {target}: its target is empty or holds NUL")
+        os.symlink(os.fsdecode(link), target)
         return
     perms = 0o755 if mode == MODE_EXECUTABLE else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perms)
