@@ -92,6 +92,17 @@ def escape_path(path: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def shown(text: str) -> str:
+    """``text`` (a message that may hold such names) fit to print and store: the bytes
+    that are not UTF-8 as ``\\xNN``. Readable, not lossless (see :func:`escape_path`)."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate os.fsdecode never makes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def unescape_path(text: str) -> str:
     """The path :func:`escape_path` made ``text`` from."""
     if "\\" not in text:

@@ -3,12 +3,20 @@ that are not UTF-8 (deployed byte-exact, shown escaped), and partial clones."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import deployhq_lite as dhq
 from deployhq_lite.config import load_settings
+from deployhq_lite.names import escape_path, shown, unescape_path
+from deployhq_lite.testing.gitrepo import git
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.plugin import run_cli as run
 
@@ -45,3 +53,191 @@ def test_nul_in_a_configured_path_is_a_config_error(site: Site, key: str, line_s
     with pytest.raises(dhq.ConfigError, match="NUL"):
         load_settings(site.config)
     assert not site.root.exists()
+
+
+# -- names that are not UTF-8 ----------------------------------------------------------------
+
+# Latin-1 names, as a repository made on an old system holds them: POSIX names are bytes.
+CAFE = b"caf\xe9.txt"
+DIR = b"d\xfe"
+NEW_DIR = b"n\xf1o"
+
+
+def commit_bytes(repo: Path, files: dict[bytes, bytes | tuple[str, bytes] | None]) -> str:
+    """Write ``files`` in the work tree (``("link", target)`` makes a symlink, None
+    deletes), then ``git add -A`` and commit them, as a user would."""
+    root = os.fsencode(repo)
+    for name, content in files.items():
+        path = os.path.join(root, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        if content is None:
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if isinstance(content, tuple):
+            os.symlink(content[1], path)
+        else:
+            with open(path, "wb") as f:
+                f.write(content)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "change", cwd=repo)
+    return git("rev-parse", "HEAD", cwd=repo).strip()
+
+
+def revision_files(repo: Path, revision: str) -> dict[bytes, bytes | tuple[str, bytes]]:
+    """Every file (content) and symlink (target) of a revision, names as bytes."""
+    listing = subprocess.run(
+        ["git", "ls-tree", "-r", "-z", revision], cwd=repo, capture_output=True, check=True
+    ).stdout
+    out: dict[bytes, bytes | tuple[str, bytes]] = {}
+    for record in listing.split(b"\0")[:-1]:
+        meta, _, name = record.partition(b"\t")
+        mode, _, oid = meta.split(b" ")
+        blob = subprocess.run(
+            ["git", "cat-file", "blob", oid.decode()], cwd=repo, capture_output=True, check=True
+        ).stdout
+        out[name] = ("link", blob) if mode == b"120000" else blob
+    return out
+
+
+def server_files(root: Path) -> dict[bytes, bytes | tuple[str, bytes]]:
+    """The same view of a server root (names as bytes), our marker directory left out."""
+    out: dict[bytes, bytes | tuple[str, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(root)):
+        if dirpath == os.fsencode(root):
+            dirnames[:] = [d for d in dirnames if d != b".deployhq-lite"]
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, os.fsencode(root))
+            if os.path.islink(path):
+                out[rel] = ("link", os.readlink(path))
+            else:
+                with open(path, "rb") as f:
+                    out[rel] = f.read()
+    return out
+
+
+def show_json(site: Site, identifier: str) -> dict[str, Any]:
+    done = run("deployments", "show", "website", identifier, "--config", site.config, "--json")
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
+
+
+def escaped(name: bytes) -> str:
+    return name.decode("utf-8", "backslashreplace")
+
+
+@pytest.mark.parametrize("transport", ["local", "sftp"])
+def test_names_that_are_not_utf8_deploy_byte_exact_and_roll_back(
+    site: Site, request: pytest.FixtureRequest, transport: str
+) -> None:
+    if transport == "sftp":
+        from tests.test_sftp_e2e import ssh_config
+
+        ssh_config(site, request.getfixturevalue("sshd"))
+    repo = site.repo.path
+    first = commit_bytes(
+        repo,
+        {
+            b"index.html": b"<h1>hi</h1>",
+            CAFE: b"caf\xc3\xa9",
+            DIR + b"/f": b"in a Latin-1 directory",
+            b"link": ("link", CAFE),
+            DIR + b"/up": ("link", b"../" + CAFE),
+        },
+    )
+
+    preview = run("deploy", "website", "-s", "production", "--config", site.config, "--preview")
+    assert preview.returncode == 0, preview.stderr
+    assert "+ caf\\xe9.txt" in preview.stdout
+    done = run("deploy", "website", "-s", "production", "--config", site.config, "--json")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    d1 = json.loads(done.stdout)["identifier"]
+    assert server_files(site.root) == revision_files(repo, first)
+
+    second = commit_bytes(
+        repo,
+        {
+            CAFE: b"changed",
+            DIR + b"/f": None,
+            DIR + b"/up": None,
+            NEW_DIR + b"/g\xe8": b"new",
+            b"link": ("link", NEW_DIR + b"/g\xe8"),
+        },
+    )
+    again = run("deploy", "website", "-s", "production", "--config", site.config, "--json")
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert server_files(site.root) == revision_files(repo, second)
+    assert not os.path.exists(os.path.join(os.fsencode(site.root), DIR))  # emptied: pruned
+
+    back = run("rollback", "website", d1, "--config", site.config, "--json")
+    assert back.returncode == 0, (back.stdout, back.stderr)
+    assert server_files(site.root) == revision_files(repo, first)
+    assert not os.path.exists(os.path.join(os.fsencode(site.root), NEW_DIR))
+    assert not [n for n in server_files(site.root) if n.endswith(b".dhq-tmp")]
+
+    # the history keeps every name losslessly escaped, and so does its JSON
+    changes = {
+        c["path"]: c["change"]
+        for c in show_json(site, json.loads(back.stdout)["identifier"])["changes"]
+    }
+    assert changes == {
+        escaped(CAFE): "modified",
+        escaped(DIR + b"/f"): "added",
+        escaped(DIR + b"/up"): "added",
+        escaped(NEW_DIR + b"/g\xe8"): "deleted",
+        "link": "modified",
+    }
+    assert {os.fsencode(unescape_path(p)) for p in changes} == {
+        CAFE,
+        DIR + b"/f",
+        DIR + b"/up",
+        NEW_DIR + b"/g\xe8",
+        b"link",
+    }
+    assert all(c["path"].isascii() for c in show_json(site, d1)["changes"])
+
+
+def test_a_failure_at_a_name_that_is_not_utf8_is_one_line_and_recorded(site: Site) -> None:
+    commit_bytes(site.repo.path, {b"index.html": b"hi", DIR + b"/" + CAFE: b"x"})
+    obstacle = os.path.join(os.fsencode(site.root), DIR, CAFE)  # a directory where it goes
+    os.makedirs(os.path.join(obstacle, b"someone-else"))
+
+    done = run("deploy", "website", "-s", "production", "--config", site.config)
+
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "d\\xfe/caf\\xe9.txt" in line
+    listed = run("deployments", "list", "website", "--config", site.config, "--json")
+    [failed] = json.loads(listed.stdout)["records"]
+    assert failed["status"] == "failed"
+    assert "d\\xfe/caf\\xe9.txt" in failed["error"]
+    assert not os.path.exists(os.path.join(os.fsencode(site.root), b".deployhq-lite"))
+
+
+@given(st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\0" not in b))
+def test_escaped_names_are_text_and_lossless(name: bytes) -> None:
+    held = os.fsdecode(name)  # as pygit2 and os.listdir give it
+    text = escape_path(held)
+    text.encode("utf-8")  # valid text: fit for SQLite, JSON and a terminal
+    assert unescape_path(text) == held
+    assert os.fsencode(unescape_path(text)) == name
+    assert shown(held).encode("utf-8")
+    if "\\" not in held:
+        assert shown(held) == text
+
+
+@pytest.mark.parametrize(
+    ("held", "text"),
+    [
+        ("plain/é.txt", "plain/é.txt"),
+        ("caf\udce9.txt", "caf\\xe9.txt"),
+        ("back\\slash\\xe9", "back\\\\slash\\\\xe9"),
+        ("d\udcfe/\udcff\udc80", "d\\xfe/\\xff\\x80"),
+    ],
+)
+def test_escape_path_examples(held: str, text: str) -> None:
+    assert escape_path(held) == text
+    assert unescape_path(text) == held
