@@ -308,13 +308,25 @@ class Repository:
         left out as git does. A ``.git`` entry is refused rather than skipped (the output
         of a build must not hold one), and so are sockets, FIFOs and devices.
         """
-        builder = self._repo.TreeBuilder()
+        items: list[tuple[bytes, pygit2.Oid, int]] = []
         with os.scandir(path) as entries:
             for entry in entries:
                 oid_mode = self._disk_entry(Path(entry.path), entry.stat(follow_symlinks=False))
                 if oid_mode is not None:
-                    builder.insert(entry.name, *oid_mode)
-        return str(builder.write())
+                    items.append((os.fsencode(entry.name), *oid_mode))
+        return self._write_tree(items)
+
+    def _write_tree(self, items: list[tuple[bytes, pygit2.Oid, int]]) -> str:
+        """A tree object of ``(name, id, mode)`` entries, written as git does; names are
+        bytes (pygit2's TreeBuilder takes only names that are UTF-8)."""
+
+        def key(item: tuple[bytes, pygit2.Oid, int]) -> bytes:  # git's order
+            return item[0] + (b"/" if item[2] == MODE_TREE else b"")
+
+        body = b"".join(
+            b"%o %s\0" % (mode, name) + oid.raw for name, oid, mode in sorted(items, key=key)
+        )
+        return str(self._repo.odb.write(pygit2.enums.ObjectType.TREE, body))
 
     def _disk_entry(self, path: Path, st: os.stat_result) -> tuple[pygit2.Oid, int] | None:
         if names.is_git_name(path.name):

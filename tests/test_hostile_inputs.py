@@ -241,3 +241,42 @@ def test_escaped_names_are_text_and_lossless(name: bytes) -> None:
 def test_escape_path_examples(held: str, text: str) -> None:
     assert escape_path(held) == text
     assert unescape_path(text) == held
+
+
+def test_json_logs_show_names_that_are_not_utf8_escaped(site: Site) -> None:
+    commit_bytes(site.repo.path, {CAFE: b"x"})
+    done = run(
+        "deploy",
+        "website",
+        "-s",
+        "production",
+        "--config",
+        site.config,
+        "-vv",
+        "--log-format",
+        "json",
+    )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    assert {"event": "file.uploaded", "path": "caf\\xe9.txt"}.items() <= next(
+        e for e in events if e["event"] == "file.uploaded"
+    ).items()
+    assert "\\udc" not in done.stderr
+
+
+def test_a_build_with_names_that_are_not_utf8(site: Site) -> None:
+    """The repository's names reach the build checkout, the output's reach the server."""
+    first = commit_bytes(site.repo.path, {DIR + b"/" + CAFE: b"source", b"link": ("link", CAFE)})
+    site.write_config()
+    command = "mkdir out && cp -a d* link out/ && echo x > out/$(printf 'n\\\\361')"
+    build = f'build_output = "out"\nbuild_commands = [{{ command = "{command}" }}]\n'
+    text = site.config.read_text().replace('branch = "main"\n', 'branch = "main"\n' + build, 1)
+    site.config.write_text(text)
+
+    done = run("deploy", "website", "-s", "production", "--config", site.config)
+
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert server_files(site.root) == {
+        **revision_files(site.repo.path, first),
+        b"n\xf1": b"x\n",
+    }
