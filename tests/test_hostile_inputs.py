@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 import deployhq_lite as dhq
 from deployhq_lite.config import load_settings
 from deployhq_lite.names import escape_path, shown, unescape_path
-from deployhq_lite.testing.gitrepo import git
+from deployhq_lite.testing.gitrepo import GitRepoBuilder, Symlink, git
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.plugin import run_cli as run
 
@@ -280,3 +281,61 @@ def test_a_build_with_names_that_are_not_utf8(site: Site) -> None:
         **revision_files(site.repo.path, first),
         b"n\xf1": b"x\n",
     }
+
+
+# -- a partial clone as the repository -------------------------------------------------------
+
+
+def partial_clone(site: Site, tmp_path: Path) -> tuple[Path, str, str]:
+    """Make the site's repository a blobless clone (``--filter=blob:none``, bare: no blob
+    at all) of an origin that serves filters; return the origin and its two revisions."""
+    origin = GitRepoBuilder.create(tmp_path / "origin")
+    git("config", "uploadpack.allowFilter", "true", cwd=origin.path)
+    first = origin.commit({"index.html": "one", "docs/a.txt": "a", "l": Symlink("docs/a.txt")})
+    second = origin.commit({"index.html": "two", "docs/b.txt": "b"})
+    shutil.rmtree(site.repo.path)
+    url = f"file://{origin.path}"
+    git("clone", "-q", "--bare", "--filter=blob:none", url, str(site.repo.path), cwd=tmp_path)
+    missing = git("rev-list", "--objects", "--missing=print", "main", cwd=site.repo.path)
+    assert missing.count("?") == 5  # every blob is only promised
+    return origin.path, first, second
+
+
+BUILD_ALL = """\
+build_output = "out"
+build_commands = [{ command = "mkdir out && cp -a docs l index.html out/" }]
+"""
+
+
+@pytest.mark.parametrize("build", [False, True], ids=["plain", "built"])
+def test_a_blobless_partial_clone_deploys_and_rolls_back(
+    site: Site, tmp_path: Path, build: bool
+) -> None:
+    origin, first, second = partial_clone(site, tmp_path)
+    if build:
+        text = site.config.read_text()
+        site.config.write_text(
+            text.replace('branch = "main"\n', 'branch = "main"\n' + BUILD_ALL, 1)
+        )
+
+    d1 = dhq.deploy("website", "production", revision=first, config=site.config)
+    assert server_files(site.root) == revision_files(origin, first)
+    dhq.deploy("website", "production", config=site.config)
+    assert server_files(site.root) == revision_files(origin, second)
+    dhq.rollback("website", d1.identifier, config=site.config)
+    assert server_files(site.root) == revision_files(origin, first)
+
+
+def test_a_partial_clone_whose_remote_is_gone_is_refused_in_one_line(
+    site: Site, tmp_path: Path
+) -> None:
+    origin, _, _ = partial_clone(site, tmp_path)
+    shutil.rmtree(origin)
+
+    for args in (["--preview"], []):
+        done = run("deploy", "website", "-s", "production", "--config", site.config, *args)
+        line = one_error_line(done, 1)
+        assert "repo is a partial clone missing 4 objects" in line  # those of the branch head
+        assert "from remote 'origin' failed: fatal: " in line
+        assert "does not appear to be a git repository" in line
+    assert not site.root.exists()
