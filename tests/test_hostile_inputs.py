@@ -286,8 +286,8 @@ def test_a_build_with_names_that_are_not_utf8(site: Site) -> None:
 # -- a partial clone as the repository -------------------------------------------------------
 
 
-def partial_clone(site: Site, tmp_path: Path) -> tuple[Path, str, str]:
-    """Make the site's repository a blobless clone (``--filter=blob:none``, bare: no blob
+def partial_clone(site: Site, tmp_path: Path, spec: str = "blob:none") -> tuple[Path, str, str]:
+    """Make the site's repository a partial clone (bare, ``--filter=blob:none``: no blob
     at all) of an origin that serves filters; return the origin and its two revisions."""
     origin = GitRepoBuilder.create(tmp_path / "origin")
     git("config", "uploadpack.allowFilter", "true", cwd=origin.path)
@@ -295,9 +295,9 @@ def partial_clone(site: Site, tmp_path: Path) -> tuple[Path, str, str]:
     second = origin.commit({"index.html": "two", "docs/b.txt": "b"})
     shutil.rmtree(site.repo.path)
     url = f"file://{origin.path}"
-    git("clone", "-q", "--bare", "--filter=blob:none", url, str(site.repo.path), cwd=tmp_path)
+    git("clone", "-q", "--bare", f"--filter={spec}", url, str(site.repo.path), cwd=tmp_path)
     missing = git("rev-list", "--objects", "--missing=print", "main", cwd=site.repo.path)
-    assert missing.count("?") == 5  # every blob is only promised
+    assert missing.count("?") >= (5 if spec == "blob:none" else 1)  # only promised
     return origin.path, first, second
 
 
@@ -307,11 +307,15 @@ build_commands = [{ command = "mkdir out && cp -a docs l index.html out/" }]
 """
 
 
-@pytest.mark.parametrize("build", [False, True], ids=["plain", "built"])
-def test_a_blobless_partial_clone_deploys_and_rolls_back(
-    site: Site, tmp_path: Path, build: bool
+@pytest.mark.parametrize(
+    ("spec", "build"),
+    [("blob:none", False), ("blob:none", True), ("tree:0", False)],
+    ids=["blobless", "blobless-built", "treeless"],
+)
+def test_a_partial_clone_deploys_and_rolls_back(
+    site: Site, tmp_path: Path, spec: str, build: bool
 ) -> None:
-    origin, first, second = partial_clone(site, tmp_path)
+    origin, first, second = partial_clone(site, tmp_path, spec)
     if build:
         text = site.config.read_text()
         site.config.write_text(
