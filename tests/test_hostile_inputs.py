@@ -20,6 +20,7 @@ from deployhq_lite.names import escape_path, shown, unescape_path
 from deployhq_lite.testing.gitrepo import GitRepoBuilder, Symlink, git
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.plugin import run_cli as run
+from deployhq_lite.testing.sshd import SSHServer
 
 # -- NUL in a configured path ----------------------------------------------------------------
 
@@ -343,3 +344,29 @@ def test_a_partial_clone_whose_remote_is_gone_is_refused_in_one_line(
         assert "from remote 'origin' failed: fatal: " in line
         assert "does not appear to be a git repository" in line
     assert not site.root.exists()
+
+
+# -- reserved names as a case-insensitive server reads them, over SFTP -----------------------
+
+
+@pytest.mark.parametrize("kind", ["marker-upper", "marker-leader", "git-stream", "temp-upper"])
+def test_aliases_of_reserved_names_are_refused_over_sftp(
+    site: Site, sshd: SSHServer, kind: str
+) -> None:
+    from tests.test_failures import hostile_commit
+    from tests.test_sftp_e2e import ssh_config
+
+    ssh_config(site, sshd)
+    site.repo.commit({"index.html": "v1"})
+    dhq.deploy("website", "production", config=site.config)
+    marker = (site.root / ".deployhq-lite" / "revision").read_bytes()
+    before = server_files(site.root)
+
+    done = run(
+        "deploy", "website", "-s", "production", "--config", site.config,
+        "--revision", hostile_commit(site, kind),
+    )  # fmt: skip
+
+    assert "unsafe path" in one_error_line(done, 1)
+    assert (site.root / ".deployhq-lite" / "revision").read_bytes() == marker
+    assert server_files(site.root) == before
