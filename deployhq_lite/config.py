@@ -100,8 +100,8 @@ def plain_relative(value: str, what: str) -> str:
     parts = value.strip("/").split("/")
     if not value.strip("/") or any(p in ("", ".", "..") for p in parts) or "\\" in value:
         raise ValueError(f"{what} {value!r} must be a plain relative path")
-    if "\0" in value:
-        raise ValueError(f"{what} {value!r} must be a plain relative path")
+    if "\0" in value:  # names no file
+        raise ValueError(f"{what} {value!r} cannot hold a NUL byte")
     return value
 
 

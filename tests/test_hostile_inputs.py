@@ -57,6 +57,12 @@ def test_nul_in_a_configured_path_is_a_config_error(site: Site, key: str, line_s
     assert not site.root.exists()
 
 
+def test_nul_in_a_configured_relative_path_is_a_config_error(site: Site) -> None:
+    site.write_config('subdirectory = "docs\\u0000x"\n')
+    with pytest.raises(dhq.ConfigError, match=r"subdirectory.*cannot hold a NUL byte"):
+        load_settings(site.config)
+
+
 # -- names that are not UTF-8 ----------------------------------------------------------------
 
 # Latin-1 names, as a repository made on an old system holds them: POSIX names are bytes.
