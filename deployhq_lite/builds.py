@@ -73,6 +73,7 @@ def run_build(
         work_root.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="build-", dir=work_root))
         try:
+            source.fetch_missing(revision)  # a partial clone's
             source.export_tree(source.tree_of(revision), workdir)
             _restore_cache(workdir, cache_root, project.build_cache)
             try:

@@ -8,16 +8,12 @@ file <-> directory) is a delete followed by an add; renames are a delete and an 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from .errors import UnsafePathError
-from .transports.base import TEMP_SUFFIX
-
-# Our own files on a server live here; a repository may not write into it.
-RESERVED_DIR = ".deployhq-lite"
+from .names import RESERVED_DIR, component_problem, is_reserved_dir
 
 
 class EntryKind(StrEnum):
@@ -202,11 +198,14 @@ def apply(changeset: Changeset, snapshot: Mapping[str, Entry]) -> dict[str, Entr
 
 # Plain ASCII components that start with neither a dot nor a control character and hold
 # no backslash: nothing here can be "..", ".git" or our reserved directory.
-_PLAIN = re.compile(r"[^./\x00-\x1f\\~][^/\x00-\x1f\\~]*(?:/[^./\x00-\x1f\\~][^/\x00-\x1f\\~]*)*")
+_PLAIN = re.compile(
+    r"[^./\x00-\x1f\x7f\\~][^/\x00-\x1f\x7f\\~]*(?:/[^./\x00-\x1f\x7f\\~][^/\x00-\x1f\x7f\\~]*)*"
+)
 
 
 def check_path(path: str) -> None:
-    """Refuse tree paths that could escape a server root or hit our own files."""
+    """Refuse tree paths that could escape a server root or hit git's or our own files,
+    on any server (the rules are in :mod:`names`)."""
     if path.isascii() and _PLAIN.fullmatch(path):
         return
     if not path or "\0" in path:
@@ -217,20 +216,8 @@ def check_path(path: str) -> None:
         raise UnsafePathError(path, "backslash in path")
     parts = path.split("/")
     for part in parts:
-        problem = _component_problem(part)
+        problem = component_problem(part)
         if problem:
             raise UnsafePathError(path, problem)
-    if parts[0] == RESERVED_DIR:
+    if is_reserved_dir(parts[0]):
         raise UnsafePathError(path, f"{RESERVED_DIR}/ is reserved for deployhq-lite")
-
-
-def _component_problem(part: str) -> str | None:
-    if part in ("", ".", ".."):
-        return f"path component {part!r}"
-    if unicodedata.normalize("NFKC", part).casefold().rstrip(". ") in (".git", "git~1"):
-        return "a .git component"
-    if any(ord(ch) < 0x20 for ch in part):
-        return "control character in path"
-    if part.startswith(".") and part.endswith(TEMP_SUFFIX):
-        return f"names ending {TEMP_SUFFIX} are deployhq-lite temp files"
-    return None

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -38,8 +38,17 @@ _NAMESPACE = uuid.UUID("6f2b8c1e-4d0a-5b7e-9c3f-1a2b3c4d5e6f")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
+def no_nul(value: Any) -> Any:
+    """A path holding NUL names no file: a config error here, not os's ValueError later."""
+    if isinstance(value, PurePath) and "\0" in str(value):
+        raise ValueError("a path cannot hold a NUL byte")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    _paths_without_nul = field_validator("*")(no_nul)
 
 
 class ConfigFileConfig(_Model):
@@ -91,6 +100,8 @@ def plain_relative(value: str, what: str) -> str:
     parts = value.strip("/").split("/")
     if not value.strip("/") or any(p in ("", ".", "..") for p in parts) or "\\" in value:
         raise ValueError(f"{what} {value!r} must be a plain relative path")
+    if "\0" in value:  # names no file
+        raise ValueError(f"{what} {value!r} cannot hold a NUL byte")
     return value
 
 
@@ -281,6 +292,7 @@ class Settings(BaseSettings):
     users: dict[str, UserConfig] = Field(default_factory=dict)
     api_users: dict[str, ApiUserConfig] = Field(default_factory=dict)
     _config_path: Path | None = PrivateAttr(default=None)
+    _state_dir_without_nul = field_validator("state_dir")(no_nul)
 
     @model_validator(mode="after")
     def _names_are_plain(self) -> Settings:

@@ -112,6 +112,7 @@ def create_deployment(
         base = engine.snapshots.find_tree(latest.identifier) if latest else None
         end_tree = overlay(store, base, files)
     elif not (config.build_commands and run_build_commands):  # else: once the build ran
+        repo.fetch_missing(end_revision)  # a partial clone's
         end_tree = server_tree(
             engine,
             project,

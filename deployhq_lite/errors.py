@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .names import shown
+
 
 class DeployHQLiteError(Exception):
     """Root of every error deployhq_lite raises on purpose."""
@@ -37,6 +39,7 @@ class DeployHQLiteError(Exception):
     exit_code = 1
 
     def __init__(self, message: str) -> None:
+        message = shown(message)  # a name that is not UTF-8 is shown as \xNN bytes
         super().__init__(message)
         self.message = message
 

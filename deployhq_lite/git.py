@@ -20,8 +20,8 @@ from typing import IO, Any
 import pygit2
 from pygit2.enums import FileMode
 
-from . import gitobjects
-from .errors import RepositoryError, RevisionNotFoundError, StoreError
+from . import gitobjects, names
+from .errors import RepositoryError, RevisionNotFoundError, StoreError, UnsafePathError
 from .transports.base import BytesSource, Source
 
 MODE_FILE = 0o100644
@@ -80,9 +80,11 @@ class Repository:
 
     def tree_of(self, revision: str) -> str:
         try:
-            return str(self._repo[revision].peel(pygit2.Tree).id)
+            obj = self._repo[revision]
+            tree = obj.id if isinstance(obj, pygit2.Tree) else obj.peel(pygit2.Commit).tree_id
         except (KeyError, ValueError, pygit2.GitError):
             raise RevisionNotFoundError(revision, self.path) from None
+        return str(self._tree(str(tree)).id)  # a tree libgit2 cannot read is named
 
     # -- objects ---------------------------------------------------------------------
 
@@ -111,13 +113,10 @@ class Repository:
         """Deltas between two trees (``None`` is the empty tree), exact renames only."""
         if old_tree == new_tree:
             return
-        if new_tree is None:
-            assert old_tree is not None
-            diff = self._tree(old_tree).diff_to_tree(flags=_DIFF_FLAGS)
-        elif old_tree is None:
-            diff = self._tree(new_tree).diff_to_tree(flags=_DIFF_FLAGS, swap=True)
-        else:
-            diff = self._tree(old_tree).diff_to_tree(self._tree(new_tree), flags=_DIFF_FLAGS)
+        try:
+            diff = self._diff(old_tree, new_tree)  # libgit2 reads every tree it needs here
+        except pygit2.GitError as exc:  # a subtree libgit2 cannot read: say which
+            raise self._unreadable_below(exc, old_tree, new_tree) from None
         for d in diff.deltas:
             status = int(d.status)
             if status == _ADDED:
@@ -129,6 +128,14 @@ class Repository:
             else:
                 o, n = d.old_file, d.new_file
                 yield (n.path, str(o.id), o.mode, str(n.id), n.mode)
+
+    def _diff(self, old_tree: str | None, new_tree: str | None) -> pygit2.Diff:
+        if new_tree is None:
+            assert old_tree is not None
+            return self._tree(old_tree).diff_to_tree(flags=_DIFF_FLAGS)
+        if old_tree is None:
+            return self._tree(new_tree).diff_to_tree(flags=_DIFF_FLAGS, swap=True)
+        return self._tree(old_tree).diff_to_tree(self._tree(new_tree), flags=_DIFF_FLAGS)
 
     def first_parent_history(self, revision: str) -> list[tuple[str, str, list[str]]]:
         """``(commit, tree, changed paths)`` along first parents, oldest first."""
@@ -156,7 +163,7 @@ class Repository:
             for item in node:
                 path = prefix + str(item.name)
                 if item.filemode == MODE_TREE:
-                    stack.append((path + "/", self._repo[item.id]))
+                    stack.append((path + "/", self._subtree(str(item.id), path + "/")))
                 else:
                     yield path, RawEntry(str(item.id), item.filemode)
 
@@ -165,6 +172,8 @@ class Repository:
             item = self._tree(tree)[path]
         except (KeyError, ValueError):
             return None
+        except pygit2.GitError as exc:
+            raise self._unreadable_below(exc, tree) from None
         if item.filemode == MODE_TREE:
             return None
         return RawEntry(str(item.id), item.filemode)
@@ -175,6 +184,8 @@ class Repository:
             item = self._tree(tree)[path]
         except (KeyError, ValueError):
             return None
+        except pygit2.GitError as exc:
+            raise self._unreadable_below(exc, tree) from None
         return str(item.id) if item.filemode == MODE_TREE else None
 
     def has_path(self, tree: str, path: str) -> bool:
@@ -231,6 +242,104 @@ class Repository:
             linked += 1
         return linked
 
+    # -- partial clones ------------------------------------------------------------------
+
+    def fetch_missing(self, revision: str) -> int:
+        """Make every tree and blob of ``revision`` readable here; return how many objects
+        were fetched.
+
+        In a partial clone (``git clone --filter=blob:none``) objects it has not needed
+        yet are only promised by a remote, and libgit2 cannot fetch them: git fetches
+        all that are missing here, in one ``git fetch`` per level of missing trees.
+        Anywhere else this only reads the repository's config.
+        """
+        remote = self._promisor_remote()
+        if remote is None:
+            return 0
+        try:
+            root = str(self._repo[revision].peel(pygit2.Commit).tree_id)
+        except (KeyError, ValueError, pygit2.GitError):
+            raise RevisionNotFoundError(revision, self.path) from None
+        fetched = 0
+        trees = [root]
+        while trees:
+            missing, trees = self._missing_below(trees)
+            if not missing:
+                break
+            self._fetch(remote, missing)
+            fetched += len(missing)
+            still = self.missing_objects(missing)
+            if still:
+                raise RepositoryError(
+                    f"{self.path} is a partial clone and remote {remote!r} did not send "
+                    f"{len(still)} of its missing objects (such as {still[0]})"
+                )
+        return fetched
+
+    def _promisor_remote(self) -> str | None:
+        """The remote a partial clone was made from (None: not a partial clone)."""
+        config = self._repo.config
+        for entry in config:
+            name = str(entry.name)
+            if name.startswith("remote.") and name.endswith(".promisor"):
+                if config.get_bool(name):
+                    return name[len("remote.") : -len(".promisor")]
+            elif name == "extensions.partialclone" and entry.value:
+                return str(entry.value)
+        return None
+
+    def _missing_below(self, tops: list[str]) -> tuple[list[str], list[str]]:
+        """The objects below ``tops`` that are not here, and which of them are trees
+        (their own entries are still to be seen)."""
+        odb = self._repo.odb
+        missing: list[str] = []
+        unseen: list[str] = []
+        stack = list(tops)
+        while stack:
+            oid = stack.pop()
+            if pygit2.Oid(hex=oid) not in odb:
+                missing.append(oid)
+                unseen.append(oid)
+                continue
+            for item in self._subtree(oid, ""):
+                if item.filemode == MODE_TREE:
+                    stack.append(str(item.id))
+                elif item.filemode != MODE_GITLINK and item.id not in odb:
+                    missing.append(str(item.id))
+        return missing, unseen
+
+    def _fetch(self, remote: str, oids: list[str]) -> None:
+        """``oids`` from ``remote``, as git fetches what a partial clone lacks."""
+        git_cli = shutil.which("git")
+        if git_cli is None:
+            raise RepositoryError(
+                f"{self.path} is a partial clone missing {len(oids)} objects, and git, "
+                "which could fetch them, is not installed"
+            )
+        done = subprocess.run(  # noqa: S603 - fixed argv, hex ids on stdin
+            [
+                git_cli,
+                *("-c", "fetch.negotiationAlgorithm=noop"),
+                *("--git-dir", self._repo.path, "fetch", remote),
+                *("--no-tags", "--no-write-fetch-head", "--recurse-submodules=no"),
+                *("--filter=blob:none", "--stdin"),
+            ],
+            input="".join(f"{oid}\n" for oid in oids).encode(),
+            capture_output=True,
+            env={**_git_env(), "GIT_TERMINAL_PROMPT": "0"},
+            check=False,
+        )
+        if done.returncode:
+            lines = [x.strip() for x in done.stderr.decode("utf-8", "replace").splitlines()]
+            said = [x for x in lines if x.startswith(("fatal:", "error:"))] or [
+                x for x in lines if x
+            ]
+            why = said[0] if said else f"exit status {done.returncode}"
+            raise RepositoryError(
+                f"{self.path} is a partial clone missing {len(oids)} objects (such as "
+                f"{oids[0]}); fetching them from remote {remote!r} failed: {why}"
+            )
+
     def missing_objects(self, oids: Iterable[str]) -> list[str]:
         odb = self._repo.odb
         return [oid for oid in oids if pygit2.Oid(hex=oid) not in odb]
@@ -251,7 +360,10 @@ class Repository:
                 (mine / oid[:2]).mkdir(exist_ok=True)
                 _link_or_copy(loose, mine / oid[:2] / oid[2:])
             else:
-                obj = source._repo.odb.read(oid)
+                try:
+                    obj = source._repo.odb.read(oid)
+                except KeyError:
+                    raise RepositoryError(f"object {oid} missing from {source.path}") from None
                 self._repo.odb.write(obj[0], obj[1])
             count += 1
         return count
@@ -264,7 +376,8 @@ class Repository:
         Files get mode 0o644 or 0o755, symlinks are made as symlinks, gitlinks are
         skipped. Every directory is made before any file or symlink, and nothing is
         overwritten, so no write can go through a symlink the tree itself made. Entry
-        names ``.``, ``..``, ``.git`` or holding ``/`` are refused (RepositoryError).
+        names ``.``, ``..``, ``.git`` (as any file system may read it, see :mod:`names`)
+        or holding ``/`` are refused (RepositoryError).
         """
         blobs: list[tuple[Path, RawEntry]] = []
         stack: list[tuple[Path, pygit2.Tree]] = [(dest, self._tree(tree))]
@@ -274,7 +387,8 @@ class Repository:
                 name = _checked_name(str(item.name), self.path)
                 if item.filemode == MODE_TREE:
                     (directory / name).mkdir()
-                    stack.append((directory / name, self._repo[item.id].peel(pygit2.Tree)))
+                    where = directory.relative_to(dest) / name
+                    stack.append((directory / name, self._subtree(str(item.id), f"{where}/")))
                 elif item.filemode != MODE_GITLINK:
                     blobs.append((directory / name, RawEntry(str(item.id), item.filemode)))
         with self.open_blob_reader([e.oid for _, e in blobs]) as reader:
@@ -295,16 +409,28 @@ class Repository:
         left out as git does. A ``.git`` entry is refused rather than skipped (the output
         of a build must not hold one), and so are sockets, FIFOs and devices.
         """
-        builder = self._repo.TreeBuilder()
+        items: list[tuple[bytes, pygit2.Oid, int]] = []
         with os.scandir(path) as entries:
             for entry in entries:
                 oid_mode = self._disk_entry(Path(entry.path), entry.stat(follow_symlinks=False))
                 if oid_mode is not None:
-                    builder.insert(entry.name, *oid_mode)
-        return str(builder.write())
+                    items.append((os.fsencode(entry.name), *oid_mode))
+        return self._write_tree(items)
+
+    def _write_tree(self, items: list[tuple[bytes, pygit2.Oid, int]]) -> str:
+        """A tree object of ``(name, id, mode)`` entries, written as git does; names are
+        bytes (pygit2's TreeBuilder takes only names that are UTF-8)."""
+
+        def key(item: tuple[bytes, pygit2.Oid, int]) -> bytes:  # git's order
+            return item[0] + (b"/" if item[2] == MODE_TREE else b"")
+
+        body = b"".join(
+            b"%o %s\0" % (mode, name) + oid.raw for name, oid, mode in sorted(items, key=key)
+        )
+        return str(self._repo.odb.write(pygit2.enums.ObjectType.TREE, body))
 
     def _disk_entry(self, path: Path, st: os.stat_result) -> tuple[pygit2.Oid, int] | None:
-        if path.name == ".git":
+        if names.is_git_name(path.name):
             raise RepositoryError(f"refusing to store {path}: a .git directory or file")
         if stat.S_ISLNK(st.st_mode):
             return self._repo.create_blob(os.fsencode(os.readlink(path))), MODE_SYMLINK
@@ -334,10 +460,47 @@ class Repository:
         self._repo.free()
 
     def _tree(self, oid: str) -> pygit2.Tree:
+        return self._subtree(oid, "")
+
+    def _subtree(self, oid: str, where: str) -> pygit2.Tree:
+        """The tree ``oid`` found at ``where`` (``dir/``; "" for a top tree)."""
         try:
             return self._repo[oid].peel(pygit2.Tree)
         except (KeyError, ValueError) as exc:
             raise RepositoryError(f"tree {oid} missing from {self.path} ({exc})") from None
+        except pygit2.GitError as exc:
+            raise self._unreadable(oid, where, exc) from None
+
+    def _unreadable(self, oid: str, where: str, exc: Exception) -> RepositoryError:
+        """The error for tree ``oid`` (at ``where``), which libgit2 cannot parse: an
+        entry with an empty name is a hostile path (git itself refuses to write one)."""
+        try:
+            raw = bytes(self._repo.odb.read(oid)[1])
+        except (KeyError, ValueError, pygit2.GitError):
+            raw = b""
+        if _has_empty_name(raw):
+            return UnsafePathError(
+                where, f"tree {oid} in {self.path} holds an entry with an empty name"
+            )
+        return RepositoryError(f"tree {oid} at {where or '/'!r} in {self.path}: {exc}")
+
+    def _unreadable_below(self, exc: Exception, *trees: str | None) -> RepositoryError:
+        """The error for a tree below ``trees`` that libgit2 cannot parse (found by
+        walking them: libgit2's own message does not say which tree)."""
+        for top in trees:
+            stack = [("", top)] if top else []
+            while stack:
+                where, oid = stack.pop()
+                try:
+                    node = self._repo[oid].peel(pygit2.Tree)
+                except (KeyError, ValueError):
+                    continue  # missing, not broken
+                except pygit2.GitError as broken:
+                    return self._unreadable(oid, where, broken)
+                for item in node:
+                    if item.filemode == MODE_TREE:
+                        stack.append((f"{where}{item.name}/", str(item.id)))
+        return RepositoryError(f"{self.path}: {exc}")
 
 
 class BlobReader:
@@ -639,16 +802,36 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _checked_name(name: str, repository: str) -> str:
-    """A tree entry name that is safe to create in a directory."""
-    if name in ("", ".", "..", ".git") or "/" in name or "\0" in name:
+    """A tree entry name that is safe to create in a directory (of any file system)."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name or names.is_git_name(name):
         raise RepositoryError(f"refusing tree entry {name!r} in {repository}")
     return name
+
+
+def _has_empty_name(raw: bytes) -> bool:
+    """Whether the raw tree object ``raw`` (``<mode> <name>\\0<20-byte id>``...) holds an
+    entry with an empty name."""
+    pos = 0
+    while pos < len(raw):
+        space = raw.find(b" ", pos)
+        if space < 0:
+            return False
+        if raw[space + 1 : space + 2] == b"\0":
+            return True
+        end = raw.find(b"\0", space)
+        if end < 0:
+            return False
+        pos = end + 21
+    return False
 
 
 def _write_entry(target: Path, mode: int, source: Source) -> None:
     """Create the file or symlink ``target`` (never over anything) from ``source``."""
     if mode == MODE_SYMLINK:
-        os.symlink(os.fsdecode(source.read()), target)
+        link = source.read()
+        if not link or b"\0" in link:
+            raise RepositoryError(f"refusing symlink {target}: its target is empty or holds NUL")
+        os.symlink(os.fsdecode(link), target)
         return
     perms = 0o755 if mode == MODE_EXECUTABLE else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perms)

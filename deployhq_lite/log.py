@@ -15,6 +15,8 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+from .names import escape_path, shown
+
 SECRET_KEYS = frozenset(
     {"password", "passphrase", "key_passphrase", "api_key", "secret", "token", "authorization"}
 )
@@ -32,6 +34,17 @@ def redact_secrets(
     for key in list(event_dict):
         if key.lower() in SECRET_KEYS or key.lower().endswith(("_password", "_secret")):
             event_dict[key] = REDACTED
+    return event_dict
+
+
+def escape_names(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: a name that is not UTF-8 as the history keeps it (a ``path``,
+    escaped losslessly) or as messages show it (any other text), never a lone surrogate."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and not value.isascii():
+            event_dict[key] = escape_path(value) if key == "path" else shown(value)
     return event_dict
 
 
@@ -104,6 +117,7 @@ def _apply_config(structlog: Any) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
+            escape_names,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -18,7 +18,7 @@ from .changeset import (
     FileChange,
     refuse_writes_under_symlinks,
 )
-from .errors import PathOutsideRootError, StoreError
+from .errors import PathOutsideRootError, StoreError, UnsafePathError
 from .records import Deployment
 from .selection import exclusion_spec
 from .snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
@@ -73,6 +73,7 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
         kept = [c for c in changeset if c.path not in uncertain]
         guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
         changeset = Changeset.of([*kept, *guessed])
+    _refuse_bad_symlink_targets(engine, changeset)
     return Plan(latest, end, changeset, uncertain)
 
 
@@ -88,6 +89,19 @@ def _refuse_symlinked_writes(changeset: Changeset, start: Snapshot, end: Snapsho
         return False
 
     refuse_writes_under_symlinks(changeset, is_symlink)
+
+
+def _refuse_bad_symlink_targets(engine: Engine, changeset: Changeset) -> None:
+    """A symlink whose target is empty or holds a NUL byte cannot be made on any server:
+    refuse it before anything is written (symlinks are few and their targets small)."""
+    store = engine.snapshots.repo
+    for change in changeset.writes:
+        if change.new is None or not change.new.kind.is_symlink:
+            continue
+        target = store.read_blob(change.new.blob)
+        if not target or b"\0" in target:
+            why = "holds a NUL byte" if target else "is empty"
+            raise UnsafePathError(change.path, f"its symlink target {why}")
 
 
 def _rewrite(path: str, old: Entry | None, new: Entry | None) -> FileChange:

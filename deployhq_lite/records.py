@@ -41,7 +41,7 @@ class OutcomeStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FileOutcome:
-    path: str
+    path: str  # escaped when not UTF-8 (names.escape_path), as the history keeps it
     change: str  # a ChangeKind value
     status: OutcomeStatus = OutcomeStatus.PENDING
     error: str | None = None

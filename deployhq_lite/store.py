@@ -19,6 +19,7 @@ from typing import Any
 from . import git
 from .changeset import Changeset
 from .errors import StoreError
+from .names import escape_path
 from .records import (
     GROUP,
     UNFINISHED,
@@ -468,7 +469,7 @@ class History:
             db.executemany(
                 "INSERT INTO file_outcomes VALUES (?, ?, ?, ?, ?, NULL)",
                 (
-                    (identifier, i, c.path, c.kind.value, status.value)
+                    (identifier, i, escape_path(c.path), c.kind.value, status.value)
                     for i, (c, status) in enumerate(zip(changeset, statuses, strict=True))
                 ),
             )

@@ -84,6 +84,42 @@ REFUSED = {
     ".deployhq-lite/revision": "reserved",
     ".deployhq-lite/x/y": "reserved",
     ".deployhq-lite": "reserved",
+    # what a case-folding, normalising or NTFS server takes for .git or our directory
+    ".DEPLOYHQ-LITE/revision": "reserved",
+    ".Deployhq-Lite": "reserved",
+    ".deployhq-lite./revision": "reserved",
+    ".deployhq-lite /revision": "reserved",
+    ".deployhq-lite. . /revision": "reserved",
+    ".deployhq-lite\u2024/revision": "reserved",  # ONE DOT LEADER: NFKC "."
+    ".deployhq-lite\u200c/revision": "reserved",  # HFS+ ignores zero-width (non-)joiners
+    ".deploy\u200dhq-lite/revision": "reserved",
+    "\ufeff.deployhq-lite/revision": "reserved",
+    ".deployhq-lite\u202e/revision": "reserved",
+    ".deployhq-lite::$INDEX_ALLOCATION/revision": "reserved",
+    ".deployhq-lite:/revision": "reserved",
+    "DEPLOY~1/revision": "reserved",
+    "deploy~2": "reserved",
+    ".git::$INDEX_ALLOCATION/config": ".git",
+    ".git:": ".git",
+    ".git:stream": ".git",
+    ".GIT. :x/config": ".git",
+    ".g\u200cit/config": ".git",
+    ".git\ufeff/config": ".git",
+    "\u200e.git": ".git",
+    ".gi\u206ft": ".git",
+    "GIT~1:": ".git",
+    ".git\u2024/config": ".git",
+    "a/.index.html.DHQ-TMP": "temp",
+    "a/.x.Dhq-Tmp.": "temp",
+    "a/.x.dhq-tmp:": "temp",
+    "a/.x.dhq\u200c-tmp": "temp",
+    "\uff0ex.dhq-tmp": "temp",
+    "del\x7f": "control",
+    "c1\x80": "control",
+    "nel\x85": "control",
+    "csi\x9b[2J": "control",
+    "ls\u2028": "control",
+    "ps\u2029x": "control",
 }
 
 
@@ -123,29 +159,94 @@ def test_check_path_refuses(path: str) -> None:
         "-rf",
         "con",
         " leading and trailing ",
-        "del\x7f",
+        "sub/.DEPLOYHQ-LITE/revision",  # reserved at the top level only
+        "sub/DEPLOY~1",
+        "deploy~",
+        "deploy~x",
+        "a:b",
+        ".gitx:y",
+        "x.dhq-tmp",
+        ".x.dhq-tmp.old",
+        "caf\udce9.txt",  # bytes that are not UTF-8 (as os.fsdecode holds them)
+        "d\udcfe/f\udc85",  # a raw byte 0x85 is not the character U+0085
+        "\u00a0nbsp",
+        "zwj\u200dalone",
     ],
 )
 def test_check_path_accepts(path: str) -> None:
     check_path(path)
 
 
+_IGNORED_BY_HFS = (
+    "\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    + "".join(chr(c) for c in range(0x206A, 0x2070))
+    + "\ufeff"
+)
+
+
+def _as_a_server_sees_it(part: str) -> str:
+    """The rules, written out independently of the module (and of its fast path)."""
+    kept = "".join(ch for ch in part if ch not in _IGNORED_BY_HFS)
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", kept).casefold())
+    if ":" in folded:
+        folded = folded[: folded.index(":")]
+    while folded.endswith((".", " ")):
+        folded = folded[:-1]
+    return folded
+
+
 def _reference_is_unsafe(path: str) -> bool:
-    """The rules, written out independently of the module's fast path."""
     if not path or "\0" in path or path.startswith("/") or "\\" in path:
         return True
     parts = path.split("/")
     for part in parts:
         if part in ("", ".", ".."):
             return True
-        if unicodedata.normalize("NFKC", part).casefold().rstrip(". ") in (".git", "git~1"):
+        seen = _as_a_server_sees_it(part)
+        if seen in (".git", "git~1"):
             return True
-        if any(ord(ch) < 0x20 for ch in part):
+        if seen.startswith(".") and seen.endswith(".dhq-tmp"):
             return True
-    return parts[0] == RESERVED_DIR
+        if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" for ch in part):
+            return True
+    top = _as_a_server_sees_it(parts[0])
+    return top == RESERVED_DIR or (
+        top.startswith("deploy~") and top[7:].isdigit() and top[7:].isascii()
+    )
 
 
-@given(st.text(alphabet="./\\~ aGgitT1-ü\x01\0", max_size=12) | st.sampled_from(list(REFUSED)))
+@given(
+    st.text(alphabet="./\\~ aGgitT1-ü\x01\0\x7f\x85:\u200c\ufeff\u2024\u2028E", max_size=12)
+    | st.sampled_from(list(REFUSED))
+    | st.builds(
+        "".join,
+        st.lists(
+            st.sampled_from(
+                [
+                    ".",
+                    "deployhq-lite",
+                    "DEPLOYHQ",
+                    "-lite",
+                    "dhq-tmp",
+                    "DHQ",
+                    "-TMP",
+                    "x",
+                    "/",
+                    ":",
+                    " ",
+                    "\u200d",
+                    "\u2024",
+                    "git",
+                    "deploy~",
+                    "1",
+                    "\x9b",
+                    "\udce9",
+                ]
+            ),
+            max_size=8,
+        ),
+    )
+)
 def test_check_path_agrees_with_the_written_rules(path: str) -> None:
     try:
         check_path(path)

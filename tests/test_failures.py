@@ -280,15 +280,61 @@ def hostile_commit(site: Site, kind: str) -> str:
         "dot-GIT-file": [(0o100644, b".GIT", evil)],
         "nested-dot-git": [(0o040000, b"sub", _raw_tree(repo, [(0o040000, b".git", inner)]))],
         "marker": [(0o040000, b".deployhq-lite", _raw_tree(repo, [(0o100644, b"revision", evil)]))],
+        # what a case-insensitive (macOS, Windows) server takes for the marker or .git
+        "marker-upper": [
+            (0o040000, b".DEPLOYHQ-LITE", _raw_tree(repo, [(0o100644, b"revision", evil)]))
+        ],
+        "marker-dot": [
+            (0o040000, b".deployhq-lite.", _raw_tree(repo, [(0o100644, b"revision", evil)]))
+        ],
+        "marker-leader": [
+            (
+                0o040000,
+                ".deployhq-lite\u2024".encode(),
+                _raw_tree(repo, [(0o100644, b"revision", evil)]),
+            )
+        ],
+        "marker-zwnj": [
+            (
+                0o040000,
+                ".deployhq\u200c-lite".encode(),
+                _raw_tree(repo, [(0o100644, b"revision", evil)]),
+            )
+        ],
+        "git-stream": [(0o040000, b".git::$INDEX_ALLOCATION", inner)],
+        "temp-upper": [(0o100644, b".index.html.DHQ-TMP", evil)],
+        "empty-name": [(0o100644, b"", evil)],
+        "nested-empty-name": [(0o040000, b"sub", _raw_tree(repo, [(0o100644, b"", evil)]))],
+        "symlink-nul": [(0o120000, b"link", repo.create_blob(b"index.html\0/../../x"))],
+        "symlink-empty": [(0o120000, b"link", repo.create_blob(b""))],
         "gitlink": [(0o160000, b"vendor", parents[0] if parents else evil)],
     }[kind]
     tree = _raw_tree(repo, [(0o100644, b"index.html", good), *hostile])
-    sig = pygit2.Signature("Test Author", "author@example.com", 1_700_000_000, 0)
-    commit = repo.create_commit(f"refs/heads/{kind}", sig, sig, kind, tree, parents)
-    return str(commit)
+    # git commit-tree, not libgit2, which refuses to commit a tree it cannot parse
+    on_top = [arg for parent in parents for arg in ("-p", str(parent))]
+    commit = git("commit-tree", str(tree), "-m", kind, *on_top, cwd=site.repo.path).strip()
+    git("update-ref", f"refs/heads/{kind}", commit, cwd=site.repo.path)
+    return commit
 
 
-HOSTILE = ["dotdot-dir", "dotdot-file", "dot-git", "dot-GIT-file", "nested-dot-git", "marker"]
+HOSTILE = [
+    "dotdot-dir",
+    "dotdot-file",
+    "dot-git",
+    "dot-GIT-file",
+    "nested-dot-git",
+    "marker",
+    "marker-upper",
+    "marker-dot",
+    "marker-leader",
+    "marker-zwnj",
+    "git-stream",
+    "temp-upper",
+    "empty-name",
+    "nested-empty-name",
+    "symlink-nul",
+    "symlink-empty",
+]
 
 
 @pytest.mark.parametrize("kind", [*HOSTILE, "gitlink"])
@@ -324,6 +370,24 @@ def test_hostile_tree_after_a_deploy_moves_nothing(site: Site, kind: str) -> Non
     site.repo.commit({"index.html": "v2"})
     lib_deploy(site)
     assert (site.root / "index.html").read_text() == "v2"
+
+
+@pytest.mark.parametrize("kind", ["empty-name", "nested-empty-name"])
+def test_tree_entry_with_an_empty_name_is_refused_naming_the_tree(site: Site, kind: str) -> None:
+    site.repo.commit({"README": "base"})
+    revision = hostile_commit(site, kind)
+    repo = pygit2.Repository(str(site.repo.path))
+    top = repo[revision].peel(pygit2.Commit).tree_id
+    tree = str(top if kind == "empty-name" else repo[top]["sub"].id)
+
+    for args in ([], ["--preview"]):
+        done = cli_deploy(site, "--revision", revision, *args)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        [line] = error_lines(done)
+        assert "not found" not in line
+        assert f"tree {tree}" in line
+        assert "empty name" in line
+    assert not site.root.exists() or list(site.root.iterdir()) == []
 
 
 def symlink_parent_commit(site: Site) -> str:

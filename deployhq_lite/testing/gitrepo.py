@@ -53,7 +53,7 @@ def _data(payload: bytes) -> bytes:
 
 
 def _quote(path: str) -> bytes:
-    raw = path.encode()
+    raw = os.fsencode(path)  # a name that is not UTF-8 holds lone surrogates
     if any(c in raw for c in b'"\n\\') or raw.startswith(b'"') or b" " in raw:
         escaped = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"\n", b"\\n")
         return b'"' + escaped + b'"'
@@ -107,7 +107,10 @@ class GitRepoBuilder:
             mode, content = b"100755", content.content
         elif isinstance(content, Symlink):
             mode, content = b"120000", content.target
-        payload = content.encode() if isinstance(content, str) else content
+        if isinstance(content, str):
+            payload = os.fsencode(content) if mode == b"120000" else content.encode()
+        else:
+            payload = content
         return b"M " + mode + b" inline " + quoted + b"\n" + _data(payload)
 
     def head(self) -> str | None:

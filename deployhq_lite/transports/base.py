@@ -18,18 +18,16 @@ from types import TracebackType
 from typing import Literal, Protocol, Self
 
 from ..errors import PathOutsideRootError, TransportError, TransportStateError
-
-# Files are written to ``.<name>.dhq-tmp`` beside ``<name>`` and renamed over it; the
-# changeset refuses tree paths with such names (they would be clobbered mid-deploy).
-TEMP_SUFFIX = ".dhq-tmp"
+from ..names import TEMP_SUFFIX as TEMP_SUFFIX  # see names: the temp-name rule lives there
 
 
 def temp_name(name: str) -> str:
-    """The temp name for ``name`` in the same directory (stable, so re-runs reuse it)."""
+    """The temp name for ``name`` in the same directory (stable, so re-runs reuse it);
+    ``name`` may hold bytes that are not UTF-8 (see :mod:`names`)."""
     tmp = f".{name}{TEMP_SUFFIX}"
-    if len(tmp.encode()) <= 255:
+    if len(os.fsencode(tmp)) <= 255:
         return tmp
-    return f".{hashlib.sha256(name.encode()).hexdigest()[:32]}{TEMP_SUFFIX}"
+    return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{TEMP_SUFFIX}"
 
 
 RemoteKind = Literal["file", "dir", "symlink", "other"]

@@ -9,6 +9,7 @@ paths whose put raises ``RemotePathError``, to inject failures.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -57,7 +58,7 @@ class MemoryTransport(BaseTransport):
         if isinstance(node, MemoryFile):
             return RemoteEntry("file", len(node.data), node.mode)
         if isinstance(node, MemorySymlink):
-            return RemoteEntry("symlink", len(node.target.encode()), 0o777, node.target)
+            return RemoteEntry("symlink", len(os.fsencode(node.target)), 0o777, node.target)
         return RemoteEntry("dir", 0, 0o755) if path in self.dirs else None
 
     def read_file(self, path: str) -> bytes | None:

@@ -150,7 +150,7 @@ class SFTPTransport(BaseTransport):
         try:
             self._verify_host_key(self._ssh.get_remote_server_key())
             self._authenticate(self._ssh)
-            self._sftp = paramiko.SFTPClient.from_transport(self._ssh)
+            self._sftp = _Client.from_transport(self._ssh)
             self.write_size = _write_size(self._sftp)
             self._root = self._resolve_root()
             if isinstance(self._ssh.sock, _QuickAckSocket):  # the session has started
@@ -384,7 +384,7 @@ class SFTPTransport(BaseTransport):
             kind: RemoteKind = "other"
             target = None
             if st.S_ISLNK(mode):
-                kind, target = "symlink", self._client().readlink(full)
+                kind, target = "symlink", _path(self._client().readlink(full))
             elif st.S_ISDIR(mode):
                 kind = "dir"
             elif st.S_ISREG(mode):
@@ -839,12 +839,31 @@ class _Pipe:
             self.pump()
 
 
+class _Client(paramiko.SFTPClient):  # type: ignore[misc]  # paramiko is untyped
+    """paramiko's client, with paths as bytes on the wire: a name that is not UTF-8 is
+    held as a str with lone surrogates (see ``names``) and sent as its own bytes, which
+    paramiko's UTF-8 encoding refuses. Every path paramiko sends goes through
+    ``_adjust_cwd``, but a symlink's target."""
+
+    def _adjust_cwd(self, path: str | bytes) -> bytes:
+        return bytes(super()._adjust_cwd(os.fsencode(path)))
+
+    def symlink(self, source: str | bytes, dest: str | bytes) -> None:
+        super().symlink(os.fsencode(source), dest)
+
+
+def _path(name: str | bytes | None) -> str | None:
+    """A name paramiko returns (bytes when it is not UTF-8) as we hold it."""
+    return None if name is None else os.fsdecode(name)
+
+
 def _encode(arg: object) -> bytes:
-    """One request field in SFTP's wire format (as paramiko's Message would write it)."""
+    """One request field in SFTP's wire format (as paramiko's Message would write it);
+    a str is a path or an ASCII name, sent as its bytes (see ``_Client``)."""
     if isinstance(arg, bytes):
         return struct.pack(">I", len(arg)) + arg
     if isinstance(arg, str):
-        data = arg.encode()
+        data = os.fsencode(arg)
         return struct.pack(">I", len(data)) + data
     if isinstance(arg, int64):
         return struct.pack(">Q", arg)

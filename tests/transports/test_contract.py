@@ -6,6 +6,7 @@ transport plus a way to list what its root holds. Adding a backend is one line t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from deployhq_lite.errors import (
     TransportStateError,
 )
 from deployhq_lite.testing.plugin import read_tree
-from deployhq_lite.transports.base import TEMP_SUFFIX, Transport
+from deployhq_lite.transports.base import TEMP_SUFFIX, Transport, Upload
 from deployhq_lite.transports.local import LocalTransport
 from deployhq_lite.transports.memory import MemoryFile, MemorySymlink, MemoryTransport
 
@@ -497,6 +498,35 @@ def test_case_only_different_names_are_distinct(server: Server, t: Transport) ->
         "dir": ("dir",),
         "dir/a": ("file", b"2", 0o644),
     }
+
+
+def test_names_that_are_not_utf8_are_written_as_their_bytes(server: Server, t: Transport) -> None:
+    """POSIX names are bytes: one that is not UTF-8 is held as os.fsdecode holds it."""
+    latin1 = os.fsdecode(b"d\xfe/caf\xe9.txt")
+    target = os.fsdecode(b"caf\xe9.txt")
+    t.put_file(latin1, b"x")
+    t.put_symlink(os.fsdecode(b"d\xfe/l\xefnk"), target)
+    done: list[tuple[str, object]] = []
+    upload = Upload(os.fsdecode(b"n\xf1/\xe8"), lambda: b"y", mode=0o755)
+    t.put_many([upload], lambda path, error: done.append((path, error)))
+    assert done == [(upload.path, None)]
+    assert t.read_file(latin1) == b"x"
+    link = t.stat(os.fsdecode(b"d\xfe/l\xefnk"))
+    assert link is not None and link.kind == "symlink" and link.target == target
+    assert server.listing() == {
+        os.fsdecode(b"d\xfe"): ("dir",),
+        latin1: ("file", b"x", 0o644),
+        os.fsdecode(b"d\xfe/l\xefnk"): ("symlink", target),
+        os.fsdecode(b"n\xf1"): ("dir",),
+        upload.path: ("file", b"y", 0o755),
+    }
+    t.delete_many([latin1, os.fsdecode(b"d\xfe/l\xefnk")], lambda path, error: None)
+    t.delete(upload.path)
+    assert t.prune_dirs([os.fsdecode(b"d\xfe"), os.fsdecode(b"n\xf1")]) == [
+        os.fsdecode(b"d\xfe"),
+        os.fsdecode(b"n\xf1"),
+    ]
+    assert server.listing() == {}
 
 
 # -- the path guard ------------------------------------------------------------------------------
