@@ -11,6 +11,7 @@
     ├── RefusedError                             exit 3, nothing was written
     │   ├── DeploymentLockedError
     │   ├── MarkerMismatchError
+│   ├── StoreBusyError                       snapshot store in use: gc refused
     │   ├── RollbackNotAllowedError              exact DeployHQ messages
     │   └── ReleaseRefusedError                  carries an error ``code``
     │       └── ReleaseRollbackNotAllowedError
@@ -102,6 +103,11 @@ class DeploymentLockedError(RefusedError):
 
 class MarkerMismatchError(RefusedError):
     pass
+
+
+class StoreBusyError(RefusedError):
+    """The snapshot store is in use (a deployment queued, running or keeping its
+    snapshot, or another gc): it is not collected now."""
 
 
 class RollbackNotAllowedError(RefusedError):

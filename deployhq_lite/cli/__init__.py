@@ -13,10 +13,10 @@ import sys
 
 import click
 
-from . import content, deployments, servers, web
+from . import content, deployments, gc, servers, web
 from .common import cli
 
-__all__ = ["cli", "content", "deployments", "main", "servers", "web"]
+__all__ = ["cli", "content", "deployments", "gc", "main", "servers", "web"]
 
 
 def main() -> None:
