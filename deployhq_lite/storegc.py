@@ -161,34 +161,35 @@ def collect(
                 f"cannot gc the snapshot store while deployments are queued or running "
                 f"({len(busy)}: {shown}); try again when they have finished"
             )
-        before = measure(store)
-        git = _Git(store)
-        refs = len(git.run("for-each-ref", "--format=%(refname)").splitlines())
-        reachable = int(git.run("rev-list", "--count", "--objects", "--all") or 0)
-        loose = _unreachable_loose(git, store)
-        cutoff = time.time() - LOOSE_GRACE
-        kept_loose = sum(size for size, mtime in loose.values() if mtime >= cutoff)
-        report = GcReport(str(store), before.total, before.total, before.shared, refs, dry_run)
-        if _is_collected(git, store, reachable, loose, cutoff):
-            return report
-        if dry_run:
-            usage = int(git.run("rev-list", "--disk-usage", "--objects", "--all") or 0)
-            estimate = kept_loose + _pack_size(usage, reachable)
-            return GcReport(str(store), before.total, estimate, before.shared, refs, True)
+        report = _collect(store, _Git(store), dry_run=dry_run)
+    if not dry_run:
+        log.info("snapshots.collected", **report.to_json())
+    return report
+
+
+def _collect(store: Path, git: _Git, *, dry_run: bool) -> GcReport:
+    before = measure(store)
+    refs = len(git.run("for-each-ref", "--format=%(refname)").splitlines())
+    reachable = int(git.run("rev-list", "--count", "--objects", "--all") or 0)
+    loose = _unreachable_loose(git, store)
+    cutoff = time.time() - LOOSE_GRACE
+    size = before
+    if _is_collected(git, store, reachable, loose, cutoff):
+        pass  # a gc would change nothing: it does not rewrite the pack either
+    elif dry_run:
+        usage = int(git.run("rev-list", "--disk-usage", "--objects", "--all") or 0)
+        kept_loose = sum(n for n, mtime in loose.values() if mtime >= cutoff)
+        estimate = kept_loose + _pack_size(usage, reachable)
+        return GcReport(str(store), before.total, estimate, before.shared, refs, True)
+    else:
         git.run("repack", "-a", "-d", "-n", "-q")
         git.run("prune", f"--expire={LOOSE_GRACE}.seconds.ago")
         _own_packs(store)
         (store / "objects" / "info" / "alternates").unlink(missing_ok=True)  # all ours now
-        after = measure(store)
-        _write_record(store, after)
-        log.info(
-            "snapshots.collected",
-            path=str(store),
-            bytes_before=before.total,
-            bytes_after=after.total,
-            refs=refs,
-        )
-        return GcReport(str(store), before.total, after.total, before.shared, refs, False)
+        size = measure(store)
+    if not dry_run:
+        _write_record(store, size)
+    return GcReport(str(store), before.total, size.total, before.shared, refs, dry_run)
 
 
 def is_due(store: Path, grow_by: int) -> bool:
