@@ -32,7 +32,6 @@ neither system nor user config (only the store's own), like every other git we r
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -129,22 +128,32 @@ def measure(store: Path) -> StoreSize:
 
 @contextlib.contextmanager
 def store_lock(store: Path, *, exclusive: bool) -> Iterator[None]:
-    """The store's lock: shared (blocking) while a deployment keeps its snapshot;
-    exclusive (never waiting: StoreBusyError) while it is collected."""
-    fd = os.open(store / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """The store's lock: shared while a deployment keeps its snapshot (waiting for a gc
+    to finish), exclusive while it is collected (never waiting: StoreBusyError)."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StoreError(f"cannot lock snapshot store {store}: {exc.strerror}") from None
-            raise StoreBusyError(
-                f"snapshot store {store} is in use (a deployment is keeping its snapshot, "
-                "or another gc is running); try again when it is done"
-            ) from None
+        fd = os.open(store / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot lock snapshot store {store}: {exc.strerror}") from None
+    try:
+        if not _try_flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
+            if exclusive:
+                raise StoreBusyError(
+                    f"snapshot store {store} is in use (a deployment is keeping its "
+                    "snapshot, or another gc is running); try again when it is done"
+                )
+            log.info("snapshots.waiting", path=str(store), reason="a gc is running")
+            fcntl.flock(fd, fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def collect(

@@ -238,24 +238,27 @@ def test_keep_waits_for_a_running_gc(site: Site) -> None:
     """A deployment never copies objects into the store while a gc prunes it."""
     site.repo.commit({"a.txt": "a"})
     deploy(site)  # makes the store and the history
-    history = History(site.state_dir / "history.sqlite3")
     site.repo.commit({"a.txt": "b"})
+    argv = [str(CLI), "deploy", "website", "-s", "production", "--config", str(site.config)]
     with store_lock(store(site), exclusive=True):  # as a gc holds it
         proc = subprocess.Popen(
-            [str(CLI), "deploy", "website", "-s", "production", "--config", str(site.config)],
+            [*argv, "--log-format", "json"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        deadline = time.monotonic() + 60
-        while not any(d.status is DeploymentStatus.RUNNING for d in history.query("website")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.5)  # well past keep() if it did not wait
-        assert proc.poll() is None
-        assert site.files()["a.txt"] == b"a"
-        assert len(store_git(site, "for-each-ref").stdout.splitlines()) == 1
-    assert proc.wait(timeout=60) == 0
-    history.close()
+        assert proc.stderr is not None
+        events = []
+        for line in proc.stderr:  # ends at exit if keep() did not wait
+            events.append(json.loads(line)["event"])
+            if events[-1] == "snapshots.waiting":
+                break
+        still_running = proc.poll() is None
+        files, refs = site.files(), store_git(site, "for-each-ref").stdout.splitlines()
+    proc.communicate(timeout=60)
+    assert events[-1] == "snapshots.waiting" and "deployment.started" in events
+    assert still_running and files["a.txt"] == b"a" and len(refs) == 1
+    assert proc.returncode == 0
     assert site.files()["a.txt"] == b"b"
     assert len(store_git(site, "for-each-ref").stdout.splitlines()) == 2
 
