@@ -11,7 +11,7 @@
     ├── RefusedError                             exit 3, nothing was written
     │   ├── DeploymentLockedError
     │   ├── MarkerMismatchError
-│   ├── StoreBusyError                       snapshot store in use: gc refused
+    │   ├── StoreBusyError                       the snapshot store in use: no gc now
     │   ├── RollbackNotAllowedError              exact DeployHQ messages
     │   └── ReleaseRefusedError                  carries an error ``code``
     │       └── ReleaseRollbackNotAllowedError

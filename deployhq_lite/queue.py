@@ -82,7 +82,8 @@ def run_worker(
                 break
             ran += 1
             _notify(on_event, "deployment.finished", run_claimed(engine, claimed))
-        collect_store_if_due(engine)
+        if not stop.is_set():  # a gc of a big store takes a while: not when asked to stop
+            collect_store_if_due(engine)
         if once or (max_jobs is not None and ran >= max_jobs):
             break
         if wake is None:
