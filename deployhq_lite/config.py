@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -185,6 +186,25 @@ def check_environment(variables: dict[str, str]) -> dict[str, str]:
     return variables
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def parse_size(value: object) -> object:
+    """A size in bytes from an integer or a string such as ``"2 GiB"`` or ``"500 MB"``."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size (bytes, or a number and B, KiB, MiB, GiB...)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "b").lower()])
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+
+
 class ServerGroupConfig(_Model):
     """Servers deployed together as one deployment, one after another or all at once."""
 
@@ -287,6 +307,8 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = Path(".deployhq-lite")
+    # the worker collects the snapshot store when it has grown by this much (0: never)
+    snapshot_store_gc_size: ByteSize = 2 * 2**30
     projects: dict[str, ProjectConfig] = Field(default_factory=dict)
     stacks: dict[str, StackConfig] = Field(default_factory=dict)
     users: dict[str, UserConfig] = Field(default_factory=dict)

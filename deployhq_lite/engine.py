@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .documents import Catalog
     from .releases import PublishResult
     from .store import History, ReleaseStore, SnapshotStore
+    from .storegc import GcReport
     from .transports import Transport
 
 Hook = Callable[[HookEvent], object]
@@ -104,6 +105,14 @@ class Engine:
         from .store import SnapshotStore
 
         return SnapshotStore(self.state_dir / "snapshots.git")
+
+    def collect_snapshots(self, *, dry_run: bool = False) -> GcReport:
+        """Repack the snapshot store from its refs and drop what none reaches (every
+        deployment's snapshot is kept); with ``dry_run`` only report what it would
+        reclaim. Refused (StoreBusyError) while a deployment is queued or running."""
+        from .storegc import collect
+
+        return collect(self.snapshots.path, in_flight=self.history.unfinished, dry_run=dry_run)
 
     def source(self, project: str) -> git.Repository:
         """The project's git repository, opened once and readable from the snapshot store."""

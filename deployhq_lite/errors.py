@@ -11,6 +11,7 @@
     ├── RefusedError                             exit 3, nothing was written
     │   ├── DeploymentLockedError
     │   ├── MarkerMismatchError
+    │   ├── StoreBusyError                       the snapshot store in use: no gc now
     │   ├── RollbackNotAllowedError              exact DeployHQ messages, a ``reason``
     │   └── ReleaseRefusedError                  carries an error ``code``
     │       └── ReleaseRollbackNotAllowedError
@@ -112,6 +113,11 @@ class DeploymentLockedError(RefusedError):
 
 class MarkerMismatchError(RefusedError):
     pass
+
+
+class StoreBusyError(RefusedError):
+    """The snapshot store is in use (a deployment queued, running or keeping its
+    snapshot, or another gc): it is not collected now."""
 
 
 class RollbackNotAllowedError(RefusedError):

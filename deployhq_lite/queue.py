@@ -23,12 +23,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .deployments import record_committed, run_deployment, run_preview
-from .errors import DeployHQLiteError
+from .errors import DeployHQLiteError, StoreBusyError
 from .locking import looks_stale, owner_label, take_lock
 from .log import get_logger
 from .marker import read_marker
 from .records import UNFINISHED, Deployment, DeploymentStatus, Release, utcnow
 from .store import LockRecord
+from .storegc import GcReport, is_due
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -81,6 +82,8 @@ def run_worker(
                 break
             ran += 1
             _notify(on_event, "deployment.finished", run_claimed(engine, claimed))
+        if not stop.is_set():  # a gc of a big store takes a while: not when asked to stop
+            collect_store_if_due(engine)
         if once or (max_jobs is not None and ran >= max_jobs):
             break
         if wake is None:
@@ -90,6 +93,22 @@ def run_worker(
             wake.clear()
     log.info("worker.stopped", worker=owner, deployments=ran)
     return ran
+
+
+def collect_store_if_due(engine: Engine) -> GcReport | None:
+    """Collect the snapshot store when it has grown by ``snapshot_store_gc_size`` since
+    its last gc (see :func:`storegc.is_due`); not now if it is in use. Never raises."""
+    if not is_due(engine.snapshots.path, engine.settings.snapshot_store_gc_size):
+        return None
+    try:
+        report = engine.collect_snapshots()
+    except StoreBusyError as exc:  # queued or running deployments: a later round
+        log.info("snapshots.collection_deferred", reason=str(exc))
+        return None
+    except DeployHQLiteError as exc:
+        log.warning("snapshots.collection_failed", error=str(exc))
+        return None
+    return report
 
 
 def run_claimed(engine: Engine, deployment: Deployment) -> Deployment:

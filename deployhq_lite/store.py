@@ -34,6 +34,7 @@ from .records import (
     ReleaseItem,
     utcnow,
 )
+from .storegc import store_lock
 
 SCHEMA_VERSION = 4  # 2: stacks (publish events, releases); 3: server groups; 4: queue
 
@@ -303,6 +304,14 @@ class History:
             ),
         ).fetchall()
         return [_from_row(row) for row in rows]
+
+    def unfinished(self) -> list[str]:
+        """The identifiers of deployments queued or running (any project), oldest first."""
+        rows = self._db.execute(
+            "SELECT identifier FROM deployments WHERE status IN (?, ?, ?) ORDER BY seq",
+            _UNFINISHED,
+        ).fetchall()
+        return [row[0] for row in rows]
 
     # -- the queue (see queue.py) ----------------------------------------------------------
 
@@ -604,18 +613,22 @@ class SnapshotStore:
     def keep(
         self, identifier: str, tree: str, changeset: Changeset, source: git.Repository | None
     ) -> None:
-        """Keep ``tree`` for a deployment; objects outside ``changeset`` are already here."""
-        if source is not None:
-            self._own.import_packs(source)
-            needed = self.repo.subtree_ids(tree, changeset.paths())
-            needed.update(c.new.blob for c in changeset if c.new is not None)
-            missing = self._own.missing_objects(needed)
-            if missing:
-                self._own.copy_objects(missing, source)
-        if self._own.missing_objects([tree]):
-            raise StoreError(f"snapshot {tree} for deployment {identifier} is incomplete")
-        commit = self._own.commit_tree(tree, f"deployment {identifier}\n")
-        self._own.set_ref(f"refs/deployments/{identifier}", commit)
+        """Keep ``tree`` for a deployment; objects outside ``changeset`` are already here.
+
+        Holds the store lock shared: a gc must not prune what is copied before the ref
+        reaches it (see :mod:`storegc`)."""
+        with store_lock(self.path, exclusive=False):
+            if source is not None:
+                self._own.import_packs(source)
+                needed = self.repo.subtree_ids(tree, changeset.paths())
+                needed.update(c.new.blob for c in changeset if c.new is not None)
+                missing = self._own.missing_objects(needed)
+                if missing:
+                    self._own.copy_objects(missing, source)
+            if self._own.missing_objects([tree]):
+                raise StoreError(f"snapshot {tree} for deployment {identifier} is incomplete")
+            commit = self._own.commit_tree(tree, f"deployment {identifier}\n")
+            self._own.set_ref(f"refs/deployments/{identifier}", commit)
 
     def find_tree(self, identifier: str) -> str | None:
         commit = self._own.find_ref(f"refs/deployments/{identifier}")

@@ -13,10 +13,10 @@ import sys
 
 import click
 
-from . import content, deployments, projects, servers, web
+from . import content, deployments, gc, projects, servers, web
 from .common import cli
 
-__all__ = ["cli", "content", "deployments", "main", "projects", "servers", "web"]
+__all__ = ["cli", "content", "deployments", "gc", "main", "projects", "servers", "web"]
 
 
 def main() -> None:
