@@ -7,12 +7,14 @@ Relative paths (``state_dir``, ``repository``, ``root``) are relative to the fil
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -417,27 +419,61 @@ def build_settings(raw: dict[str, Any], config_path: Path | None = None) -> Sett
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_describe(exc, bool(env_only))}") from None
+        raise _config_error(where, _describe(exc), bool(env_only)) from None
     base = config_path.resolve().parent if config_path else Path.cwd()
     return _resolve_paths(settings, base, config_path)
 
 
-def _describe(exc: ValidationError, has_env: bool) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        text = f"unknown key {key!r}"
-    elif kind == "missing":
-        text = f"missing required key {key!r}"
-    else:
-        text = f"{key}: {err['msg']} (got {err.get('input')!r})"
-    more = len(exc.errors()) - 1
-    if more:
-        text += f" (and {more} more problem{'s' if more > 1 else ''})"
-    if has_env:
-        text += f"; {ENV_PREFIX}* environment overrides apply too"
-    return text
+def _config_error(where: str, problems: list[str], has_env: bool = False) -> ConfigError:
+    """Every problem on a line of its own, each naming the file."""
+    note = f"; {ENV_PREFIX}* environment overrides apply too" if has_env else ""
+    lines = [f"{where}: {problem}{note}" for problem in problems]
+    return ConfigError("\n".join(lines), problems=lines)
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            text = f"unknown key {key!r}"
+            nearest = difflib.get_close_matches(str(loc[-1]), _keys_beside(loc), n=1)
+            if nearest:
+                text += f" \N{EM DASH} did you mean {nearest[0]!r}?"
+        elif kind == "missing":
+            text = f"missing required key {key!r}"
+        else:
+            text = f"{key}: {err['msg']} (got {err.get('input')!r})"
+        problems.append(text)
+    return problems
+
+
+def _keys_beside(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model holding ``loc``'s last part accepts (none if it is no model)."""
+    node: Any = Settings
+    for part in loc[:-1]:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            node = field.annotation if field else None
+        elif get_origin(node) in (dict, list):
+            node = get_args(node)[-1]  # the value type: part is a key or an index
+        else:
+            return []
+    node = _unwrap(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` from ``Annotated[X, ...]`` and ``X | None``."""
+    if get_origin(annotation) is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(members[0]) if len(members) == 1 else None
+    return annotation
 
 
 _S = TypeVar("_S", bound=ServerConfig)

@@ -295,3 +295,53 @@ def test_unusable_state_dir_is_a_config_error(site: Site) -> None:
 
 def test_unusable_state_dir_error_names_the_config_file(site: Site) -> None:
     assert str(site.config) in state_dir_is_a_file(site)
+
+
+# -- every problem, a line each ------------------------------------------------------------
+
+
+def test_every_problem_reported_a_line_each_with_nearest_key(site: Site) -> None:
+    site.config.write_text(
+        "stat_dir = 'x'\n"
+        + site.config.read_text()
+        .replace('branch = "main"', 'brnach = "main"')
+        .replace('protocol_type = "local"', 'protocol_type = "local"\nport = "many"')
+        + '\n[[projects.website.config_files]]\nbdy = "x"\nzzzzqqq = 1\n'
+    )
+    done = run("deploy", "website", "-s", "production", "--config", site.config)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    prefix = f"error: {site.config}: "
+    assert all(line.startswith(prefix) for line in lines), lines
+    problems = sorted(line.removeprefix(prefix) for line in lines)
+    assert problems[0] == "missing required key 'projects.website.config_files.0.path'"
+    assert problems[1].startswith("projects.website.servers.production.port: ")
+    assert problems[2:] == [
+        "unknown key 'projects.website.brnach' \N{EM DASH} did you mean 'branch'?",
+        "unknown key 'projects.website.config_files.0.bdy' \N{EM DASH} did you mean 'body'?",
+        "unknown key 'projects.website.config_files.0.zzzzqqq'",  # nothing near it
+        "unknown key 'stat_dir' \N{EM DASH} did you mean 'state_dir'?",
+    ]
+    assert not site.root.exists()
+    with pytest.raises(dhq.ConfigError) as raised:
+        load_settings(site.config)
+    assert sorted(raised.value.problems) == [line.removeprefix("error: ") for line in sorted(lines)]
+
+
+def test_every_problem_under_json(site: Site) -> None:
+    site.config.write_text(
+        site.config.read_text()
+        .replace('branch = "main"', 'brnach = "main"')
+        .replace('protocol_type = "local"', 'protocl_type = "local"')
+    )
+    done = run("deploy", "website", "-s", "production", "--config", site.config, "--json")
+    assert done.returncode == 2
+    data = json.loads(done.stdout)
+    assert sorted(data["problems"]) == [
+        f"{site.config}: unknown key 'projects.website.brnach' \N{EM DASH} did you mean 'branch'?",
+        f"{site.config}: unknown key 'projects.website.servers.production.protocl_type' "
+        "\N{EM DASH} did you mean 'protocol_type'?",
+    ]
+    assert data["error"].splitlines() == data["problems"]

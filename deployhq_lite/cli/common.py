@@ -116,13 +116,17 @@ def _engine() -> Iterator[Engine]:
 
 def _fail(exc: DeployHQLiteError) -> NoReturn:
     if _opts().json:
-        body = {"error": str(exc)}
+        body: dict[str, object] = {"error": str(exc)}
         code = getattr(exc, "code", None)
         if isinstance(code, str):
             body["error_code"] = code
+        problems = getattr(exc, "problems", ())
+        if len(problems) > 1:  # a config file's problems, a line each in "error"
+            body["problems"] = list(problems)
         click.echo(json.dumps(body))
     else:
-        click.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines():
+            click.echo(f"error: {line}", err=True)
     sys.exit(exc.exit_code)
 
 
