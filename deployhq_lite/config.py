@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -129,6 +130,14 @@ class ServerConfig(_Model):
     excluded_files: list[str] = Field(default_factory=list)  # gitignore patterns
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
     ssh_commands: list[SSHCommandConfig] = Field(default_factory=list)
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_is_not_empty(cls, value: Any) -> Any:
+        # Path("") is ".": the config file's directory, beside state_dir, for a local root.
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("empty_root", "must name a directory, not be empty")
+        return value
 
     @field_validator("excluded_files")
     @classmethod
@@ -421,7 +430,47 @@ def build_settings(raw: dict[str, Any], config_path: Path | None = None) -> Sett
     except ValidationError as exc:
         raise _config_error(where, _describe(exc), bool(env_only)) from None
     base = config_path.resolve().parent if config_path else Path.cwd()
-    return _resolve_paths(settings, base, config_path)
+    resolved = _resolve_paths(settings, base, config_path)
+    problems = _check_roots(resolved)
+    if problems:
+        raise _config_error(where, problems, bool(env_only))
+    return resolved
+
+
+def _check_roots(settings: Settings) -> list[str]:
+    """Local roots that would deploy over our own state or into the repository deployed."""
+    targets = [
+        (f"projects.{key}.servers.{skey}", server, project.repository)
+        for key, project in settings.projects.items()
+        for skey, server in project.servers.items()
+    ] + [
+        (f"stacks.{key}.environments.{ekey}", environment, stack.repository)
+        for key, stack in settings.stacks.items()
+        for ekey, environment in stack.environments.items()
+    ]
+    problems = []
+    state = _real(settings.state_dir)
+    for where, server, repository in targets:
+        root = _real(server.root)
+        if server.protocol_type != "local" or root is None:
+            continue
+        shown = f"{where}.root: {server.root}"
+        if state is not None and root == state:
+            problems.append(f"{shown} is the state_dir")
+        elif state is not None and state.is_relative_to(root):
+            problems.append(f"{shown} contains the state_dir {settings.state_dir}")
+        elif state is not None and root.is_relative_to(state):
+            problems.append(f"{shown} is inside the state_dir {settings.state_dir}")
+        source = _real(repository)
+        if source is not None and root.is_relative_to(source):
+            inside = "is" if root == source else "is inside"
+            problems.append(f"{shown} {inside} the repository {repository}")
+    return problems
+
+
+def _real(path: Path) -> Path | None:
+    """``path`` with symlinks resolved, for comparing (``None`` for a NUL: refused anyway)."""
+    return None if "\0" in str(path) else Path(os.path.realpath(path))
 
 
 def _config_error(where: str, problems: list[str], has_env: bool = False) -> ConfigError:
