@@ -301,6 +301,35 @@ def test_deployments_list_and_show(two: Any) -> None:
     assert "completed" in human.stdout
 
 
+def test_deployments_list_by_status(two: Any) -> None:
+    site, first, second, _ = two
+    preview = dhq.rollback("website", first["identifier"], mode="preview", config=site.config)
+    assert preview.status is DeploymentStatus.PREVIEWED
+    everything = run_json(site, "deployments", "list", "website")["records"]
+    assert len(everything) == 3
+
+    completed = run_json(site, "deployments", "list", "website", "--status", "completed")
+    assert [d["identifier"] for d in completed["records"]] == [
+        second["identifier"],
+        first["identifier"],
+    ]
+    previewed = run_json(
+        site, "deployments", "list", "website", "-s", "production", "--status", "previewed"
+    )
+    assert [d["identifier"] for d in previewed["records"]] == [preview.identifier]
+
+    human = run("deployments", "list", "website", "--status", "failed", "--config", site.config)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.strip() == "no failed deployments of website"
+
+    bad = run("deployments", "list", "website", "--status", "done", "--config", site.config)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert "'done'" in bad.stderr
+    for status in DeploymentStatus:
+        assert f"'{status.value}'" in bad.stderr
+
+
 def test_unknown_deployment_lists_recent_ones(two: Any) -> None:
     site, _first, second, _ = two
     done = run("deployments", "show", "website", "no-such-deployment", "--config", site.config)

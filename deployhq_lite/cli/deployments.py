@@ -148,11 +148,24 @@ def deployments() -> None:
 @click.option("--server", "-s", help="Only this server's (or server group's) deployments.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in DeploymentStatus]),
+    help="Only deployments in this status.",
+)
 @common_options
-def list_deployments(project: str, server: str | None, limit: int, page: int) -> None:
+def list_deployments(
+    project: str, server: str | None, limit: int, page: int, status: str | None
+) -> None:
     """Deployments of PROJECT, newest first."""
     with _engine() as engine:
-        found = engine.list_deployments(project, server, limit=limit, offset=(page - 1) * limit)
+        found = engine.list_deployments(
+            project,
+            server,
+            limit=limit,
+            offset=(page - 1) * limit,
+            status=DeploymentStatus(status) if status else None,
+        )
         if _opts().json:
             _print_json(
                 {
@@ -166,7 +179,11 @@ def list_deployments(project: str, server: str | None, limit: int, page: int) ->
             )
             return
         if not found:
-            click.echo(f"no deployments of {project} yet")
+            click.echo(
+                f"no {status} deployments of {project}"
+                if status
+                else f"no deployments of {project} yet"
+            )
         for d in found:
             kind = "rollback " if d.is_rollback else ""
             click.echo(
