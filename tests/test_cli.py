@@ -21,7 +21,7 @@ import deployhq_lite as dhq
 from deployhq_lite.records import DeploymentStatus
 from deployhq_lite.store import History
 from deployhq_lite.testing.gitrepo import Executable, Symlink, git
-from deployhq_lite.testing.plugin import Site
+from deployhq_lite.testing.plugin import CLI, Site
 from deployhq_lite.testing.plugin import run_cli as run
 
 DEPLOYHQ_KEYS = {
@@ -616,3 +616,49 @@ def test_human_output_lists_the_first_200_paths_and_counts_all(site: Site) -> No
     listed = [line for line in done.stdout.splitlines() if line.startswith("    + ")]
     assert len(listed) == 200
     assert "... and 5 more (use --json for all)" in done.stdout
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def run_into_closed_pipe(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The console script with its stdout a real pipe whose reader has already left (as
+    ``deployhq-lite ... | head -1`` once head has its line)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [str(CLI), *(str(a) for a in args)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+
+
+def test_stdout_closed_early_is_not_an_error(site: Site) -> None:
+    site.repo.commit(FIRST)
+    done = run_into_closed_pipe("deploy", "website", "-s", "production", "--config", site.config)
+    assert (done.returncode, done.stderr) == (0, "")  # no traceback, no "Exception ignored"
+    assert site.files()["index.html"] == b"<h1>one</h1>"
+    latest = dhq.Engine(site.config)
+    with latest as engine:
+        assert engine.list_deployments("website")[0].status is DeploymentStatus.COMPLETED
+
+
+@pytest.mark.parametrize("outcome", ["failed", "refused"])
+def test_stdout_closed_early_keeps_the_exit_status(site: Site, outcome: str) -> None:
+    site.repo.commit(FIRST)
+    latest = deploy(site)["identifier"]
+    if outcome == "failed":  # a directory sits where a file must go
+        site.repo.commit({"blocked.txt": "cannot land"})
+        (site.root / "blocked.txt" / "occupant").parent.mkdir()
+        (site.root / "blocked.txt" / "occupant").write_text("not ours")
+        args: tuple[str, ...] = ("deploy", "website", "-s", "production")
+    else:
+        args = ("rollback", "website", latest)
+    done = run_into_closed_pipe(*args, "--config", site.config, "--json")
+    assert (done.returncode, done.stderr) == ({"failed": 1, "refused": 3}[outcome], "")
