@@ -19,6 +19,9 @@ from ..records import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
     from ..deployments import ProgressCallback
     from ..engine import Engine
 
@@ -140,21 +143,38 @@ def _progress(label: str) -> Iterator[ProgressCallback | None]:
     if _opts().json or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    with open_progress_bar(label, _stderr_console()) as bar:
+        yield bar
+
+
+@contextmanager
+def open_progress_bar(label: str, console: Console) -> Iterator[PhaseBar]:
+    """A transient bar on ``console``: ``deploying: planning``, then files done of total."""
+    from rich.progress import BarColumn, Progress, TextColumn
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[count]}"),  # nothing until the total is known, not "0/?"
         transient=True,
-        console=_stderr_console(),
-    ) as bar:
-        task = bar.add_task(label, total=None)
+        console=console,
+    ) as progress:
+        yield PhaseBar(progress, label)
 
-        def update(done: int, total: int, path: str) -> None:
-            bar.update(task, completed=done, total=total)
 
-        yield update
+class PhaseBar:
+    """A progress callback that shows the deployment's phase (a ``PhasedProgress``)."""
+
+    def __init__(self, progress: Progress, label: str) -> None:
+        self._progress = progress
+        self._label = label
+        self._task = progress.add_task(label, total=None, count="")
+
+    def phase(self, name: str) -> None:
+        self._progress.update(self._task, description=f"{self._label}: {name}", refresh=True)
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        self._progress.update(self._task, completed=done, total=total, count=f"{done}/{total}")
 
 
 def echo_build_output(line: str) -> None:
