@@ -330,6 +330,42 @@ def test_deployments_list_by_status(two: Any) -> None:
         assert f"'{status.value}'" in bad.stderr
 
 
+def table(text: str, header: list[str]) -> list[dict[str, str]]:
+    """A printed table's rows, each cut where the header's columns start; every cell must
+    start exactly there (a misaligned row cuts a value in two)."""
+    lines = text.rstrip("\n").split("\n")
+    starts = [lines[0].index(name) for name in header]
+    assert lines[0].split() == header
+    rows = []
+    for line in lines[1:]:
+        cells = [line[a:b] for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        for a in starts[1:]:
+            assert line[a - 2 : a] == "  " and line[a] != " ", (line, a)
+        rows.append({name: cell.strip() for name, cell in zip(header, cells, strict=True)})
+    return rows
+
+
+def test_deployments_list_is_a_table_with_a_header(two: Any, tmp_path: Path) -> None:
+    site, first, second, _ = two
+    long_name = "production-eu-west-1-with-a-long-name"
+    site.write_config(f'\n[projects.website.servers.{long_name}]\nroot = "{tmp_path / "eu"}"\n')
+    dhq.deploy("website", long_name, config=site.config)
+    back = dhq.rollback("website", first["identifier"], config=site.config)
+    done = run("deployments", "list", "website", "--config", site.config)
+    assert done.returncode == 0, done.stderr
+    header = ["DEPLOYMENT", "STATUS", "SERVER", "REVISIONS", "QUEUED", "KIND"]
+    rows = table(done.stdout, header)
+    assert [(r["DEPLOYMENT"], r["SERVER"], r["KIND"]) for r in rows] == [
+        (back.identifier, "production", "rollback"),
+        (rows[1]["DEPLOYMENT"], long_name, "deploy"),
+        (second["identifier"], "production", "deploy"),
+        (first["identifier"], "production", "deploy"),
+    ]
+    assert {r["STATUS"] for r in rows} == {"completed"}
+    assert rows[-1]["REVISIONS"] == f"(nothing) -> {first['end_revision'][:12]}"
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["QUEUED"]) for r in rows)
+
+
 def test_unknown_deployment_lists_recent_ones(two: Any) -> None:
     site, _first, second, _ = two
     done = run("deployments", "show", "website", "no-such-deployment", "--config", site.config)

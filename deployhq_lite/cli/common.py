@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -193,6 +194,20 @@ def _stderr_console() -> Any:
 
 def _short(revision: str | None) -> str:
     return revision[:12] if revision else "(nothing)"
+
+
+def echo_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Rows under a header, each column as wide as its widest cell, two spaces apart."""
+    lines = [list(header), *(list(row) for row in rows)]
+    widths = [max(_width(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        cells = [c + " " * (w - _width(c)) for c, w in zip(line, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _width(text: str) -> int:
+    """Terminal cells: two for wide (East Asian) characters."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def echo_deployment(

@@ -14,6 +14,7 @@ from .common import (
     _print_json,
     cli,
     common_options,
+    echo_table,
     locale_option,
     user_option,
 )
@@ -288,9 +289,13 @@ def list_releases(stack: str, user: str | None) -> None:
         if _opts().json:
             _print_json([r.to_json() for r in found])
             return
-        for r in found:
-            kind = "rollback" if r.is_rollback else "release"
-            click.echo(f"{r.uid}  {kind:<9}{r.creator:<12}{r.name}")
+        if not found:
+            click.echo(f"no releases of {stack} yet")
+            return
+        echo_table(
+            ["RELEASE", "KIND", "CREATOR", "NAME"],
+            ([r.uid, "rollback" if r.is_rollback else "release", r.creator, r.name] for r in found),
+        )
 
 
 @releases.command("show")

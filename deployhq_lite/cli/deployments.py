@@ -19,6 +19,7 @@ from .common import (
     common_options,
     echo_build_output,
     echo_deployment,
+    echo_table,
 )
 
 
@@ -184,12 +185,21 @@ def list_deployments(
                 if status
                 else f"no deployments of {project} yet"
             )
-        for d in found:
-            kind = "rollback " if d.is_rollback else ""
-            click.echo(
-                f"{d.identifier}  {d.status.value:<15} {d.server:<12} "
-                f"{_short(d.start_revision)} -> {_short(d.end_revision)}  {kind}{d.queued_at[:19]}Z"
-            )
+            return
+        echo_table(
+            ["DEPLOYMENT", "STATUS", "SERVER", "REVISIONS", "QUEUED", "KIND"],
+            (
+                [
+                    d.identifier,
+                    d.status.value,
+                    d.server,
+                    f"{_short(d.start_revision)} -> {_short(d.end_revision)}",
+                    f"{d.queued_at[:19]}Z",
+                    "rollback" if d.is_rollback else "deploy",
+                ]
+                for d in found
+            ),
+        )
 
 
 @deployments.command("show")
