@@ -451,8 +451,8 @@ def _check_roots(settings: Settings) -> list[str]:
     problems = []
     state = _real(settings.state_dir)
     for where, server, repository in targets:
-        root = _real(server.root)
-        if server.protocol_type != "local" or root is None:
+        root = _real(server.root) if server.protocol_type == "local" else None
+        if root is None:  # a remote path, or one refused for its NUL
             continue
         shown = f"{where}.root: {server.root}"
         if state is not None and root == state:
