@@ -7,12 +7,14 @@ Relative paths (``state_dir``, ``repository``, ``root``) are relative to the fil
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 import uuid
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -139,6 +142,14 @@ class ServerConfig(_Model):
     excluded_files: list[str] = Field(default_factory=list)  # gitignore patterns
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
     ssh_commands: list[SSHCommandConfig] = Field(default_factory=list)
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_is_not_empty(cls, value: Any) -> Any:
+        # Path("") is ".": the config file's directory, beside state_dir, for a local root.
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("empty_root", "must name a directory, not be empty")
+        return value
 
     @field_validator("excluded_files")
     @classmethod
@@ -451,27 +462,101 @@ def build_settings(raw: dict[str, Any], config_path: Path | None = None) -> Sett
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_describe(exc, bool(env_only))}") from None
+        raise _config_error(where, _describe(exc), bool(env_only)) from None
     base = config_path.resolve().parent if config_path else Path.cwd()
-    return _resolve_paths(settings, base, config_path)
+    resolved = _resolve_paths(settings, base, config_path)
+    problems = _check_roots(resolved)
+    if problems:
+        raise _config_error(where, problems, bool(env_only))
+    return resolved
 
 
-def _describe(exc: ValidationError, has_env: bool) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        text = f"unknown key {key!r}"
-    elif kind == "missing":
-        text = f"missing required key {key!r}"
-    else:
-        text = f"{key}: {err['msg']} (got {err.get('input')!r})"
-    more = len(exc.errors()) - 1
-    if more:
-        text += f" (and {more} more problem{'s' if more > 1 else ''})"
-    if has_env:
-        text += f"; {ENV_PREFIX}* environment overrides apply too"
-    return text
+def _check_roots(settings: Settings) -> list[str]:
+    """Local roots that would deploy over our own state or into the repository deployed."""
+    targets = [
+        (f"projects.{key}.servers.{skey}", server, project.repository)
+        for key, project in settings.projects.items()
+        for skey, server in project.servers.items()
+    ] + [
+        (f"stacks.{key}.environments.{ekey}", environment, stack.repository)
+        for key, stack in settings.stacks.items()
+        for ekey, environment in stack.environments.items()
+    ]
+    problems = []
+    state = _real(settings.state_dir)
+    for where, server, repository in targets:
+        root = _real(server.root) if server.protocol_type == "local" else None
+        if root is None:  # a remote path, or one refused for its NUL
+            continue
+        shown = f"{where}.root: {server.root}"
+        if state is not None and root == state:
+            problems.append(f"{shown} is the state_dir")
+        elif state is not None and state.is_relative_to(root):
+            problems.append(f"{shown} contains the state_dir {settings.state_dir}")
+        elif state is not None and root.is_relative_to(state):
+            problems.append(f"{shown} is inside the state_dir {settings.state_dir}")
+        source = _real(repository)
+        if source is not None and root.is_relative_to(source):
+            inside = "is" if root == source else "is inside"
+            problems.append(f"{shown} {inside} the repository {repository}")
+    return problems
+
+
+def _real(path: Path) -> Path | None:
+    """``path`` with symlinks resolved, for comparing (``None`` for a NUL: refused anyway)."""
+    return None if "\0" in str(path) else Path(os.path.realpath(path))
+
+
+def _config_error(where: str, problems: list[str], has_env: bool = False) -> ConfigError:
+    """Every problem on a line of its own, each naming the file."""
+    note = f"; {ENV_PREFIX}* environment overrides apply too" if has_env else ""
+    lines = [f"{where}: {problem}{note}" for problem in problems]
+    return ConfigError("\n".join(lines), problems=lines)
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            text = f"unknown key {key!r}"
+            nearest = difflib.get_close_matches(str(loc[-1]), _keys_beside(loc), n=1)
+            if nearest:
+                text += f" \N{EM DASH} did you mean {nearest[0]!r}?"
+        elif kind == "missing":
+            text = f"missing required key {key!r}"
+        else:
+            text = f"{key}: {err['msg']} (got {err.get('input')!r})"
+        problems.append(text)
+    return problems
+
+
+def _keys_beside(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model holding ``loc``'s last part accepts (none if it is no model)."""
+    node: Any = Settings
+    for part in loc[:-1]:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            node = field.annotation if field else None
+        elif get_origin(node) in (dict, list):
+            node = get_args(node)[-1]  # the value type: part is a key or an index
+        else:
+            return []
+    node = _unwrap(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` from ``Annotated[X, ...]`` and ``X | None``."""
+    if get_origin(annotation) is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(members[0]) if len(members) == 1 else None
+    return annotation
 
 
 _S = TypeVar("_S", bound=ServerConfig)

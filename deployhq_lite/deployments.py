@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .changeset import (
     EntryKind,
@@ -53,6 +54,31 @@ ROLLBACK_IMPOSSIBLE = "Deployment cannot be rolled back"
 
 ProgressCallback = Callable[[int, int, str], None]
 OutputCallback = Callable[[str], None]  # a line of build output, as it comes
+
+
+class Phase(StrEnum):
+    """What a running deployment is busy with, in order (building only with build commands)."""
+
+    BUILDING = "building"
+    CONNECTING = "connecting"
+    PLANNING = "planning"
+    UPLOADING = "uploading"
+
+
+@runtime_checkable
+class PhasedProgress(Protocol):
+    """A progress callback that also hears each phase as it starts (the CLI's bar does;
+    a plain callable hears the file counts only)."""
+
+    def __call__(self, done: int, total: int, path: str) -> None: ...
+
+    def phase(self, name: str) -> None: ...  # a Phase, or "<server>: <phase>" in a group
+
+
+def report_phase(on_progress: ProgressCallback | None, name: str) -> None:
+    if isinstance(on_progress, PhasedProgress):
+        on_progress.phase(name)
+
 
 log = get_logger(__name__)
 
@@ -489,12 +515,14 @@ def run_deployment(
     key = f"{deployment.project}/{deployment.server}"
     try:
         if deployment.end_tree is None:  # nothing touches the server before the build
+            report_phase(on_progress, Phase.BUILDING)
             deployment = build(engine, [deployment], record=deployment, on_output=on_output)[0]
         with server_lock(
             engine.history, key, deployment.identifier, break_lock=break_lock
         ) as pushed_aside:
             if pushed_aside is not None:
                 _mark_interrupted(engine, pushed_aside.deployment)
+            report_phase(on_progress, Phase.CONNECTING)
             with engine.transport(deployment.project, deployment.server) as transport:
                 return _run_locked(engine, deployment, transport, override_marker, on_progress)
     except DeployHQLiteError as exc:
@@ -535,6 +563,7 @@ def _run_locked(
     override_marker: bool,
     on_progress: ProgressCallback | None,
 ) -> Deployment:
+    report_phase(on_progress, Phase.PLANNING)
     marker = read_marker(transport)
     _recover_committed(engine, deployment, marker)
     source = _source(engine, deployment)
@@ -554,6 +583,7 @@ def _run_locked(
     _run_commands(engine, deployment, transport, commands, "before")  # nothing touched yet
     assert deployment.end_tree is not None
     engine.snapshots.keep(deployment.identifier, deployment.end_tree, the_plan.changeset, source)
+    report_phase(on_progress, Phase.UPLOADING)
     statuses, failure = apply_changeset(engine, deployment, transport, the_plan, on_progress)
     engine.history.record_changes(deployment.identifier, the_plan.changeset, statuses)
     if failure is not None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .deployments import OutputCallback, ProgressCallback
     from .documents import Catalog
+    from .records import DeploymentStatus
     from .releases import PublishResult
     from .store import History, ReleaseStore, SnapshotStore
     from .storegc import GcReport
@@ -253,12 +254,18 @@ class Engine:
         return found
 
     def list_deployments(
-        self, project: str, server: str | None = None, *, limit: int = 100, offset: int = 0
+        self,
+        project: str,
+        server: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        status: DeploymentStatus | None = None,
     ) -> list[Deployment]:
         self.settings.get_project(project)
         if server is not None:
             self.settings.check_destination(project, server)
-        return self.history.query(project, server, limit=limit, offset=offset)
+        return self.history.query(project, server, limit=limit, offset=offset, status=status)
 
     def describe(self, deployment: Deployment) -> dict[str, Any]:
         """A deployment as JSON (DeployHQ's shape) with its per-file ``changes`` and the

@@ -49,9 +49,14 @@ class DeployHQLiteError(Exception):
 
 
 class ConfigError(DeployHQLiteError, ValueError):
-    """The configuration file or environment is wrong."""
+    """The configuration file or environment is wrong: ``problems`` holds each problem's
+    line (a config file with several says them all, one line each)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, problems: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
 
 
 class UnknownNameError(ConfigError, KeyError):

@@ -22,12 +22,15 @@ from .deployments import (
     ROLLBACK_NO_SERVER,
     SNAPSHOT_MISSING,
     OutputCallback,
+    Phase,
+    PhasedProgress,
     ProgressCallback,
     build,
     create_deployment,
     new_deployment,
     not_completed,
     not_in_config,
+    report_phase,
     rollback_to,
     run_deployment,
     run_preview,
@@ -233,6 +236,8 @@ def run_group(
     parent = engine.history.update(parent, status=DeploymentStatus.RUNNING, started_at=utcnow())
     log.info("group.started", deployment=parent.identifier, servers=len(members))
     engine.emit("deployment.started", parent)
+    if any(m.end_tree is None for m in members):
+        report_phase(on_progress, Phase.BUILDING)
     members = _build_members(engine, parent, members, on_output)
     progress = _Progress(on_progress)
     failures: dict[str, str] = {}
@@ -362,4 +367,19 @@ class _Progress:
                 self._done[server], self._total[server] = done, total
                 callback(sum(self._done.values()), sum(self._total.values()), f"{server}: {path}")
 
+        if isinstance(callback, PhasedProgress):
+            return _ServerPhases(update, callback, server)
         return update
+
+
+class _ServerPhases:
+    """A member's progress that passes its phases on, named by its server."""
+
+    def __init__(self, update: ProgressCallback, parent: PhasedProgress, server: str) -> None:
+        self._update, self._parent, self._server = update, parent, server
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        self._update(done, total, path)
+
+    def phase(self, name: str) -> None:
+        self._parent.phase(f"{self._server}: {name}")

@@ -247,20 +247,29 @@ class History:
         return None if row is None else _from_row(row)
 
     def query(
-        self, project: str, server: str | None = None, *, limit: int = 100, offset: int = 0
+        self,
+        project: str,
+        server: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        status: DeploymentStatus | None = None,
     ) -> list[Deployment]:
         """Newest first: one server's (or group's) deployments, or, without ``server``,
-        the project's top-level ones (a group deployment, not its per-server parts)."""
-        where, args = _listing(project, server)
+        the project's top-level ones (a group deployment, not its per-server parts); only
+        those in ``status`` if given."""
+        where, args = _listing(project, server, status)
         rows = self._db.execute(
             f"SELECT * FROM deployments WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",  # noqa: S608
             [*args, limit, offset],
         ).fetchall()
         return [_from_row(row) for row in rows]
 
-    def count(self, project: str, server: str | None = None) -> int:
+    def count(
+        self, project: str, server: str | None = None, *, status: DeploymentStatus | None = None
+    ) -> int:
         """How many deployments :meth:`query` pages through."""
-        where, args = _listing(project, server)
+        where, args = _listing(project, server, status)
         sql = f"SELECT COUNT(*) FROM deployments WHERE {where}"  # noqa: S608
         return int(self._db.execute(sql, args).fetchone()[0])
 
@@ -527,11 +536,17 @@ class History:
             )
 
 
-def _listing(project: str, server: str | None) -> tuple[str, list[Any]]:
+def _listing(
+    project: str, server: str | None, status: DeploymentStatus | None = None
+) -> tuple[str, list[Any]]:
     """The WHERE clause (fixed text) and arguments of a project's or a server's list."""
     if server is None:
-        return "project = ? AND group_id IS NULL", [project]
-    return "project = ? AND server = ?", [project, server]
+        where, args = "project = ? AND group_id IS NULL", [project]
+    else:
+        where, args = "project = ? AND server = ?", [project, server]
+    if status is not None:
+        where, args = f"{where} AND status = ?", [*args, status.value]
+    return where, args
 
 
 def _to_sql(value: Any) -> Any:

@@ -21,7 +21,7 @@ import deployhq_lite as dhq
 from deployhq_lite.records import DeploymentStatus
 from deployhq_lite.store import History
 from deployhq_lite.testing.gitrepo import Executable, Symlink, git
-from deployhq_lite.testing.plugin import Site
+from deployhq_lite.testing.plugin import CLI, Site
 from deployhq_lite.testing.plugin import run_cli as run
 
 DEPLOYHQ_KEYS = {
@@ -299,6 +299,71 @@ def test_deployments_list_and_show(two: Any) -> None:
     assert human.returncode == 0
     assert first["identifier"] in human.stdout
     assert "completed" in human.stdout
+
+
+def test_deployments_list_by_status(two: Any) -> None:
+    site, first, second, _ = two
+    preview = dhq.rollback("website", first["identifier"], mode="preview", config=site.config)
+    assert preview.status is DeploymentStatus.PREVIEWED
+    everything = run_json(site, "deployments", "list", "website")["records"]
+    assert len(everything) == 3
+
+    completed = run_json(site, "deployments", "list", "website", "--status", "completed")
+    assert [d["identifier"] for d in completed["records"]] == [
+        second["identifier"],
+        first["identifier"],
+    ]
+    previewed = run_json(
+        site, "deployments", "list", "website", "-s", "production", "--status", "previewed"
+    )
+    assert [d["identifier"] for d in previewed["records"]] == [preview.identifier]
+
+    human = run("deployments", "list", "website", "--status", "failed", "--config", site.config)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.strip() == "no failed deployments of website"
+
+    bad = run("deployments", "list", "website", "--status", "done", "--config", site.config)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert "'done'" in bad.stderr
+    for status in DeploymentStatus:
+        assert f"'{status.value}'" in bad.stderr
+
+
+def table(text: str, header: list[str]) -> list[dict[str, str]]:
+    """A printed table's rows, each cut where the header's columns start; every cell must
+    start exactly there (a misaligned row cuts a value in two)."""
+    lines = text.rstrip("\n").split("\n")
+    starts = [lines[0].index(name) for name in header]
+    assert lines[0].split() == header
+    rows = []
+    for line in lines[1:]:
+        cells = [line[a:b] for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        for a in starts[1:]:
+            assert line[a - 2 : a] == "  " and line[a] != " ", (line, a)
+        rows.append({name: cell.strip() for name, cell in zip(header, cells, strict=True)})
+    return rows
+
+
+def test_deployments_list_is_a_table_with_a_header(two: Any, tmp_path: Path) -> None:
+    site, first, second, _ = two
+    long_name = "production-eu-west-1-with-a-long-name"
+    site.write_config(f'\n[projects.website.servers.{long_name}]\nroot = "{tmp_path / "eu"}"\n')
+    dhq.deploy("website", long_name, config=site.config)
+    back = dhq.rollback("website", first["identifier"], config=site.config)
+    done = run("deployments", "list", "website", "--config", site.config)
+    assert done.returncode == 0, done.stderr
+    header = ["DEPLOYMENT", "STATUS", "SERVER", "REVISIONS", "QUEUED", "KIND"]
+    rows = table(done.stdout, header)
+    assert [(r["DEPLOYMENT"], r["SERVER"], r["KIND"]) for r in rows] == [
+        (back.identifier, "production", "rollback"),
+        (rows[1]["DEPLOYMENT"], long_name, "deploy"),
+        (second["identifier"], "production", "deploy"),
+        (first["identifier"], "production", "deploy"),
+    ]
+    assert {r["STATUS"] for r in rows} == {"completed"}
+    assert rows[-1]["REVISIONS"] == f"(nothing) -> {first['end_revision'][:12]}"
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["QUEUED"]) for r in rows)
 
 
 def test_unknown_deployment_is_named_and_no_identifier_is_listed(two: Any) -> None:
@@ -619,3 +684,49 @@ def test_human_output_lists_the_first_200_paths_and_counts_all(site: Site) -> No
     listed = [line for line in done.stdout.splitlines() if line.startswith("    + ")]
     assert len(listed) == 200
     assert "... and 5 more (use --json for all)" in done.stdout
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def run_into_closed_pipe(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The console script with its stdout a real pipe whose reader has already left (as
+    ``deployhq-lite ... | head -1`` once head has its line)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [str(CLI), *(str(a) for a in args)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+
+
+def test_stdout_closed_early_is_not_an_error(site: Site) -> None:
+    site.repo.commit(FIRST)
+    done = run_into_closed_pipe("deploy", "website", "-s", "production", "--config", site.config)
+    assert (done.returncode, done.stderr) == (0, "")  # no traceback, no "Exception ignored"
+    assert site.files()["index.html"] == b"<h1>one</h1>"
+    latest = dhq.Engine(site.config)
+    with latest as engine:
+        assert engine.list_deployments("website")[0].status is DeploymentStatus.COMPLETED
+
+
+@pytest.mark.parametrize("outcome", ["failed", "refused"])
+def test_stdout_closed_early_keeps_the_exit_status(site: Site, outcome: str) -> None:
+    site.repo.commit(FIRST)
+    latest = deploy(site)["identifier"]
+    if outcome == "failed":  # a directory sits where a file must go
+        site.repo.commit({"blocked.txt": "cannot land"})
+        (site.root / "blocked.txt" / "occupant").parent.mkdir()
+        (site.root / "blocked.txt" / "occupant").write_text("not ours")
+        args: tuple[str, ...] = ("deploy", "website", "-s", "production")
+    else:
+        args = ("rollback", "website", latest)
+    done = run_into_closed_pipe(*args, "--config", site.config, "--json")
+    assert (done.returncode, done.stderr) == ({"failed": 1, "refused": 3}[outcome], "")

@@ -295,3 +295,171 @@ def test_unusable_state_dir_is_a_config_error(site: Site) -> None:
 
 def test_unusable_state_dir_error_names_the_config_file(site: Site) -> None:
     assert str(site.config) in state_dir_is_a_file(site)
+
+
+# -- every problem, a line each ------------------------------------------------------------
+
+
+def test_every_problem_reported_a_line_each_with_nearest_key(site: Site) -> None:
+    site.config.write_text(
+        "stat_dir = 'x'\n"
+        + site.config.read_text()
+        .replace('branch = "main"', 'brnach = "main"')
+        .replace('protocol_type = "local"', 'protocol_type = "local"\nport = "many"')
+        + '\n[[projects.website.config_files]]\nbdy = "x"\nzzzzqqq = 1\n'
+    )
+    done = run("deploy", "website", "-s", "production", "--config", site.config)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    prefix = f"error: {site.config}: "
+    assert all(line.startswith(prefix) for line in lines), lines
+    problems = sorted(line.removeprefix(prefix) for line in lines)
+    assert problems[0] == "missing required key 'projects.website.config_files.0.path'"
+    assert problems[1].startswith("projects.website.servers.production.port: ")
+    assert problems[2:] == [
+        "unknown key 'projects.website.brnach' \N{EM DASH} did you mean 'branch'?",
+        "unknown key 'projects.website.config_files.0.bdy' \N{EM DASH} did you mean 'body'?",
+        "unknown key 'projects.website.config_files.0.zzzzqqq'",  # nothing near it
+        "unknown key 'stat_dir' \N{EM DASH} did you mean 'state_dir'?",
+    ]
+    assert not site.root.exists()
+    with pytest.raises(dhq.ConfigError) as raised:
+        load_settings(site.config)
+    assert sorted(raised.value.problems) == [line.removeprefix("error: ") for line in sorted(lines)]
+
+
+def test_every_problem_under_json(site: Site) -> None:
+    site.config.write_text(
+        site.config.read_text()
+        .replace('branch = "main"', 'brnach = "main"')
+        .replace('protocol_type = "local"', 'protocl_type = "local"')
+    )
+    done = run("deploy", "website", "-s", "production", "--config", site.config, "--json")
+    assert done.returncode == 2
+    data = json.loads(done.stdout)
+    assert sorted(data["problems"]) == [
+        f"{site.config}: unknown key 'projects.website.brnach' \N{EM DASH} did you mean 'branch'?",
+        f"{site.config}: unknown key 'projects.website.servers.production.protocl_type' "
+        "\N{EM DASH} did you mean 'protocol_type'?",
+    ]
+    assert data["error"].splitlines() == data["problems"]
+
+
+# -- roots that are no place to deploy to -----------------------------------------------------
+
+
+def _root_case(site: Site, tmp_path: Path, case: str) -> tuple[str, list[str]]:
+    """The config text of ``case`` and what its error line must say."""
+    key = "projects.website.servers.production.root"
+    text = site.config.read_text()
+    root_line = f'root = "{site.root}"'
+    if case == "empty":
+        return text.replace(root_line, 'root = ""'), [key, "not be empty", "(got '')"]
+    if case == "empty-ssh":
+        ssh = 'protocol_type = "ssh"\nhost = "127.0.0.1"\nuser = "deploy"\nroot = ""'
+        text = text.replace(f'protocol_type = "local"\n{root_line}', ssh)
+        return text, [key, "not be empty"]
+    if case == "is-state-dir":
+        return text.replace(root_line, f'root = "{site.state_dir}"'), [key, "is the state_dir"]
+    if case == "contains-state-dir":  # the default state_dir, beside the config file
+        text = text.replace(f'state_dir = "{site.state_dir}"\n', "").replace(
+            root_line, 'root = "."'
+        )
+        return text, [f"{key}: {tmp_path} contains the state_dir {tmp_path}/.deployhq-lite"]
+    if case == "inside-state-dir":
+        root = site.state_dir / "www"
+        return text.replace(root_line, f'root = "{root}"'), [key, "is inside the state_dir"]
+    if case == "is-repository":
+        root = site.repo.path
+        return text.replace(root_line, f'root = "{root}"'), [key, "is the repository"]
+    assert case == "inside-repository"
+    root = site.repo.path / "public"
+    return text.replace(root_line, f'root = "{root}"'), [
+        f"{key}: {root} is inside the repository {site.repo.path}"
+    ]
+
+
+ROOT_CASES = [
+    "empty",
+    "empty-ssh",
+    "is-state-dir",
+    "contains-state-dir",
+    "inside-state-dir",
+    "is-repository",
+    "inside-repository",
+]
+
+
+@pytest.mark.parametrize("case", ROOT_CASES)
+def test_root_that_is_no_place_to_deploy_is_a_config_error(
+    site: Site, tmp_path: Path, case: str
+) -> None:
+    site.repo.commit({"index.html": "hi"})
+    text, expected = _root_case(site, tmp_path, case)
+    site.config.write_text(text)
+    before = sorted(tmp_path.rglob("*"))
+    line = one_error_line(run("deploy", "website", "-s", "production", "--config", site.config))
+    assert line.startswith(f"error: {site.config}: ")
+    for part in expected:
+        assert part in line
+    assert sorted(tmp_path.rglob("*")) == before  # nothing deployed, no state made
+    with pytest.raises(dhq.ConfigError):
+        load_settings(site.config)
+
+
+def test_empty_root_from_the_environment(site: Site) -> None:
+    line = one_error_line(
+        run(
+            "deploy",
+            "website",
+            "-s",
+            "production",
+            "--config",
+            site.config,
+            env={"DEPLOYHQ_LITE_PROJECTS__WEBSITE__SERVERS__PRODUCTION__ROOT": ""},
+        )
+    )
+    assert "projects.website.servers.production.root: must name a directory" in line
+    assert "DEPLOYHQ_LITE_" in line
+
+
+def test_stack_environment_roots_checked_too_each_on_its_line(site: Site, tmp_path: Path) -> None:
+    site.config.write_text(
+        site.config.read_text()
+        + f'\n[stacks.blog]\nrepository = "{site.repo.path}"\n'
+        + '[stacks.blog.environments.staging]\nlocales = ["en-us"]\n'
+        + f'root = "{site.repo.path / "delivery"}"\n'
+        + '[stacks.blog.environments.production]\nlocales = ["en-us"]\nroot = ""\n'
+        + '[stacks.blog.environments.remote]\nlocales = ["en-us"]\nprotocol_type = "ssh"\n'
+        + f'host = "127.0.0.1"\nuser = "deploy"\nroot = "{site.repo.path}"\n'  # remote path
+    )
+    with pytest.raises(dhq.ConfigError) as raised:
+        load_settings(site.config)
+    assert raised.value.problems == (
+        f"{site.config}: stacks.blog.environments.production.root: "
+        "must name a directory, not be empty (got '')",
+    )
+    site.config.write_text(
+        site.config.read_text().replace('root = ""', f'root = "{site.state_dir}"')
+    )
+    with pytest.raises(dhq.ConfigError) as raised:
+        load_settings(site.config)
+    assert raised.value.problems == (
+        f"{site.config}: stacks.blog.environments.staging.root: {site.repo.path / 'delivery'} "
+        f"is inside the repository {site.repo.path}",
+        f"{site.config}: stacks.blog.environments.production.root: {site.state_dir} "
+        "is the state_dir",
+    )
+
+
+def test_a_root_beside_the_repository_and_state_dir_is_fine(site: Site, tmp_path: Path) -> None:
+    # Names that share a prefix are not inside one another.
+    site.root = Path(f"{site.repo.path}-www")
+    site.state_dir = tmp_path / "www-state"
+    site.write_config()
+    site.repo.commit({"index.html": "hi"})
+    done = run("deploy", "website", "-s", "production", "--config", site.config)
+    assert done.returncode == 0, done.stderr
+    assert site.files() == {"index.html": b"hi"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_cli import table
 from tests.test_entries import Stack, delivered, entry
 from tests.test_entries import stack as stack
 
@@ -306,3 +307,27 @@ def test_an_item_locale_must_belong_to_the_stack(content: Stack) -> None:
     )
     assert code == 2
     assert "unknown locale 'de-de' in stack 'blog' (known: en-us, fr-fr)" in err
+
+
+def test_releases_list_columns_stay_aligned_with_long_names(content: Stack) -> None:
+    long_user = "marguerite.de-la-longue-liste@example.org"
+    content.config.write_text(
+        content.config.read_text() + f'[users."{long_user}"]\nenvironments = ["staging"]\n'
+    )
+    launch = new_release(content, ("hello",))
+    deploy(content, launch)
+    rollback = ok(content, "releases", "rollback", "blog", launch)["uid"]
+    sale = ok(content, "releases", "create", "blog", "Spring sale: every post", user=long_user)
+    code, out, err = content.cli("releases", "list", "blog", user="root")
+    assert code == 0, err
+    rows = table(out, ["RELEASE", "KIND", "CREATOR", "NAME"])
+    assert rows == [
+        {"RELEASE": launch, "KIND": "release", "CREATOR": "alice", "NAME": "Launch"},
+        {"RELEASE": rollback, "KIND": "rollback", "CREATOR": "alice", "NAME": rows[1]["NAME"]},
+        {
+            "RELEASE": sale["uid"],
+            "KIND": "release",
+            "CREATOR": long_user,
+            "NAME": "Spring sale: every post",
+        },
+    ]

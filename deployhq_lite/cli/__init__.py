@@ -7,16 +7,66 @@ One module per command group; each registers its commands on ``cli`` when import
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from . import content, deployments, gc, projects, servers, web
 from .common import cli
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 __all__ = ["cli", "content", "deployments", "gc", "main", "projects", "servers", "web"]
+
+
+class _PipeWriter(io.RawIOBase):
+    """A standard stream whose reader may leave early (``deploy ... | head -1``): from
+    then on what we write goes to /dev/null, so the command still ends with its own
+    exit status (click would turn the first EPIPE into status 1, and mid-command)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data: ReadableBuffer) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._fd)  # child processes and later writes: nowhere
+            os.close(devnull)
+            return memoryview(data).nbytes
+
+
+def _guard_pipes() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file: leave it
+            continue
+        guarded = io.TextIOWrapper(
+            io.BufferedWriter(_PipeWriter(fd)),
+            encoding=stream.encoding,
+            errors=stream.errors,
+            line_buffering=stream.line_buffering,
+            write_through=getattr(stream, "write_through", False),
+        )
+        setattr(sys, name, guarded)
 
 
 def main() -> None:
@@ -29,6 +79,7 @@ def main() -> None:
     normal way out, traceback and all.
     """
     code: str | int | None
+    _guard_pipes()
     try:
         cli(prog_name="deployhq-lite")
         code = 0

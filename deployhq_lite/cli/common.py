@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -19,6 +20,9 @@ from ..records import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
     from ..deployments import ProgressCallback
     from ..engine import Engine
 
@@ -117,16 +121,22 @@ def _engine() -> Iterator[Engine]:
 def _fail(exc: DeployHQLiteError) -> NoReturn:
     reason = exc.reason if isinstance(exc, RollbackNotAllowedError) else None
     if _opts().json:
-        body = {"error": str(exc)}
+        body: dict[str, object] = {"error": str(exc)}
         code = getattr(exc, "code", None)
         if isinstance(code, str):
             body["error_code"] = code
         if reason:
             body["reason"] = reason
+        problems = getattr(exc, "problems", ())
+        if len(problems) > 1:  # a config file's problems, a line each in "error"
+            body["problems"] = list(problems)
         click.echo(json.dumps(body))
     else:
-        why = f" ({reason})" if reason else ""
-        click.echo(f"error: {exc}{why}", err=True)
+        lines = str(exc).splitlines() or [""]
+        if reason:
+            lines[-1] += f" ({reason})"
+        for line in lines:
+            click.echo(f"error: {line}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -140,21 +150,38 @@ def _progress(label: str) -> Iterator[ProgressCallback | None]:
     if _opts().json or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    with open_progress_bar(label, _stderr_console()) as bar:
+        yield bar
+
+
+@contextmanager
+def open_progress_bar(label: str, console: Console) -> Iterator[PhaseBar]:
+    """A transient bar on ``console``: ``deploying: planning``, then files done of total."""
+    from rich.progress import BarColumn, Progress, TextColumn
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[count]}"),  # nothing until the total is known, not "0/?"
         transient=True,
-        console=_stderr_console(),
-    ) as bar:
-        task = bar.add_task(label, total=None)
+        console=console,
+    ) as progress:
+        yield PhaseBar(progress, label)
 
-        def update(done: int, total: int, path: str) -> None:
-            bar.update(task, completed=done, total=total)
 
-        yield update
+class PhaseBar:
+    """A progress callback that shows the deployment's phase (a ``PhasedProgress``)."""
+
+    def __init__(self, progress: Progress, label: str) -> None:
+        self._progress = progress
+        self._label = label
+        self._task = progress.add_task(label, total=None, count="")
+
+    def phase(self, name: str) -> None:
+        self._progress.update(self._task, description=f"{self._label}: {name}", refresh=True)
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        self._progress.update(self._task, completed=done, total=total, count=f"{done}/{total}")
 
 
 def echo_build_output(line: str) -> None:
@@ -173,6 +200,20 @@ def _stderr_console() -> Any:
 
 def _short(revision: str | None) -> str:
     return revision[:12] if revision else "(nothing)"
+
+
+def echo_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Rows under a header, each column as wide as its widest cell, two spaces apart."""
+    lines = [list(header), *(list(row) for row in rows)]
+    widths = [max(_width(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        cells = [c + " " * (w - _width(c)) for c, w in zip(line, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _width(text: str) -> int:
+    """Terminal cells: two for wide (East Asian) characters."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def echo_deployment(

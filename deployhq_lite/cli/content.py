@@ -15,6 +15,7 @@ from .common import (
     _print_json,
     cli,
     common_options,
+    echo_table,
     locale_option,
     user_option,
 )
@@ -295,9 +296,13 @@ def list_releases(stack: str, limit: int, page: int, user: str | None) -> None:
             records = [r.to_json() for r in found]
             _print_json(page_of(records, page=page, per_page=limit, total=len(every)))
             return
-        for r in found:
-            kind = "rollback" if r.is_rollback else "release"
-            click.echo(f"{r.uid}  {kind:<9}{r.creator:<12}{r.name}")
+        if not found:
+            click.echo(f"no releases of {stack} yet")
+            return
+        echo_table(
+            ["RELEASE", "KIND", "CREATOR", "NAME"],
+            ([r.uid, "rollback" if r.is_rollback else "release", r.creator, r.name] for r in found),
+        )
 
 
 @releases.command("show")

@@ -20,6 +20,7 @@ from .common import (
     common_options,
     echo_build_output,
     echo_deployment,
+    echo_table,
 )
 
 
@@ -149,24 +150,50 @@ def deployments() -> None:
 @click.option("--server", "-s", help="Only this server's (or server group's) deployments.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in DeploymentStatus]),
+    help="Only deployments in this status.",
+)
 @common_options
-def list_deployments(project: str, server: str | None, limit: int, page: int) -> None:
+def list_deployments(
+    project: str, server: str | None, limit: int, page: int, status: str | None
+) -> None:
     """Deployments of PROJECT, newest first."""
     with _engine() as engine:
-        found = engine.list_deployments(project, server, limit=limit, offset=(page - 1) * limit)
+        found = engine.list_deployments(
+            project,
+            server,
+            limit=limit,
+            offset=(page - 1) * limit,
+            status=DeploymentStatus(status) if status else None,
+        )
         if _opts().json:
             records = [d.to_json(engine.members(d)) for d in found]
             total = engine.history.count(project, server)
             _print_json(page_of(records, page=page, per_page=limit, total=total))
             return
         if not found:
-            click.echo(f"no deployments of {project} yet")
-        for d in found:
-            kind = "rollback " if d.is_rollback else ""
             click.echo(
-                f"{d.identifier}  {d.status.value:<15} {d.server:<12} "
-                f"{_short(d.start_revision)} -> {_short(d.end_revision)}  {kind}{d.queued_at[:19]}Z"
+                f"no {status} deployments of {project}"
+                if status
+                else f"no deployments of {project} yet"
             )
+            return
+        echo_table(
+            ["DEPLOYMENT", "STATUS", "SERVER", "REVISIONS", "QUEUED", "KIND"],
+            (
+                [
+                    d.identifier,
+                    d.status.value,
+                    d.server,
+                    f"{_short(d.start_revision)} -> {_short(d.end_revision)}",
+                    f"{d.queued_at[:19]}Z",
+                    "rollback" if d.is_rollback else "deploy",
+                ]
+                for d in found
+            ),
+        )
 
 
 @deployments.command("show")
