@@ -185,12 +185,19 @@ def server_tree(
         subdirectory=server_config.subdirectory or project_sub,
         exclude=server_config.excluded_files,
     )
-    files = (
-        config_file_entries(engine, project, server)
-        if copy_config_files
-        else config_files_now(engine, project, server)
-    )
+    files = server_config_files(engine, project, server, copy_config_files=copy_config_files)
     return overlay(store, tree, files) if files else tree
+
+
+def server_config_files(
+    engine: Engine, project: str, server: str, *, copy_config_files: bool
+) -> dict[str, RawEntry | None]:
+    """What a deployment or a rollback puts at ``server``'s config file paths: the bodies
+    configured now (DeployHQ copies the server's current config files, a rollback too),
+    or, without ``copy_config_files``, what the server holds there now."""
+    if copy_config_files:
+        return config_file_entries(engine, project, server)
+    return config_files_now(engine, project, server)
 
 
 def config_file_entries(engine: Engine, project: str, server: str) -> dict[str, RawEntry | None]:
@@ -260,15 +267,19 @@ def rollback_to(
     group: str | None = None,
     claimed_by: str | None = None,
 ) -> Deployment:
-    """Record a (checked) rollback of ``target``'s server to ``end_tree``; with
-    ``run_build_commands`` and build commands configured, the tree is rebuilt at run
-    time from the target's end revision instead."""
+    """Record a (checked) rollback of ``target``'s server to ``end_tree`` with the
+    server's config files as they are configured now (or, without ``copy_config_files``,
+    as the server holds them now) on top; with ``run_build_commands`` and build commands
+    configured, the tree is rebuilt at run time from the target's end revision instead
+    (and gets the same config files, see :func:`build`)."""
     project = target.project
     tree: str | None = end_tree
     if run_build_commands and engine.settings.get_project(project).build_commands:
         tree = None
-    elif not copy_config_files:  # the server keeps the config files it has now
-        files = config_files_now(engine, project, target.server)
+    else:  # never the bodies stored with the target: an old secret would come back
+        files = server_config_files(
+            engine, project, target.server, copy_config_files=copy_config_files
+        )
         if files:
             tree = overlay(engine.snapshots.repo, end_tree, files)
     return new_deployment(

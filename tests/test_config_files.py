@@ -1,9 +1,11 @@
-"""Config files: kept in the config, written on every deployment, restored by rollback."""
+"""Config files: kept in the config, written on every deployment and rollback as configured now."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 import deployhq_lite as dhq
 from deployhq_lite.deployments import ROLLBACK_CONFIG_FILES
@@ -40,9 +42,12 @@ def test_config_files_are_written_restored_and_kept_on_request(site: Site) -> No
     kept = cli(site, "rollback", "website", first["identifier"], "--no-copy-config-files")
     assert kept["status"] == "completed"
     assert site.files() == {"index.html": b"one", "config/database.yml": b"host: db2\n"}
-    # a plain rollback restores exactly what the first deployment put there
+    # a plain rollback restores the first deployment's files with the config files as
+    # configured now (DeployHQ): never the old body stored with the first deployment
+    site.write_config()
+    config_file(site, "config/database.yml", "host: db3\n")
     cli(site, "rollback", "website", first["identifier"])
-    assert site.files() == {"index.html": b"one", "config/database.yml": b"host: db1\n"}
+    assert site.files() == {"index.html": b"one", "config/database.yml": b"host: db3\n"}
 
 
 def test_config_files_only_deployment_and_its_rollback_refusal(site: Site) -> None:
@@ -101,3 +106,51 @@ def test_a_config_file_needs_exactly_one_body(site: Site) -> None:
     assert done.returncode == 2
     assert "needs one of body or body_file" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def set_config_file(site: Site, body: str, *, builds: bool) -> None:
+    """The site's project with one config file ``.env``; with ``builds`` a build command
+    (no build_output: the built checkout is deployed)."""
+    site.write_config()
+    if builds:
+        build = 'branch = "main"\nbuild_commands = [{ command = "echo built > built.txt" }]\n'
+        site.config.write_text(site.config.read_text().replace('branch = "main"\n', build, 1))
+    config_file(site, ".env", body)
+
+
+@pytest.mark.parametrize("builds", [True, False], ids=["build-commands", "no-build-commands"])
+@pytest.mark.parametrize("run_build_commands", [True, False], ids=["run-builds", "no-run-builds"])
+def test_a_rollback_copies_the_config_files_configured_now(
+    site: Site, builds: bool, run_build_commands: bool
+) -> None:
+    """DeployHQ copies the server's current config files on a rollback, whether or not the
+    target is built again: never the bodies stored with the target (an old secret)."""
+    set_config_file(site, "SECRET=old\n", builds=builds)
+    site.repo.commit({"index.html": "one"})
+    first = dhq.deploy("website", "production", config=site.config)
+    assert site.files()[".env"] == b"SECRET=old\n"
+    set_config_file(site, "SECRET=new\n", builds=builds)
+    site.repo.commit({"index.html": "two"})
+    dhq.deploy("website", "production", config=site.config)
+    set_config_file(site, "SECRET=newest\n", builds=builds)
+    back = dhq.rollback(
+        "website", first.identifier, run_build_commands=run_build_commands, config=site.config
+    )
+    assert back.status is dhq.DeploymentStatus.COMPLETED
+    built = {"built.txt": b"built\n"} if builds else {}
+    assert site.files() == {"index.html": b"one", ".env": b"SECRET=newest\n", **built}
+    # without copy_config_files the server keeps the .env it holds: it is not written
+    dhq.deploy("website", "production", config=site.config)
+    set_config_file(site, "SECRET=not-yet\n", builds=builds)
+    uploads: list[str] = []
+    kept = dhq.rollback(
+        "website",
+        first.identifier,
+        run_build_commands=run_build_commands,
+        copy_config_files=False,
+        config=site.config,
+        hooks={"file.uploaded": lambda e: uploads.append(e.path or "")},
+    )
+    assert kept.status is dhq.DeploymentStatus.COMPLETED
+    assert site.files() == {"index.html": b"one", ".env": b"SECRET=newest\n", **built}
+    assert uploads == ["index.html"]
