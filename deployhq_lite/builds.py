@@ -31,12 +31,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# The only variables of ours a build command sees: none of them can hold a secret.
-PASSED_VARIABLES = (
-    *("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"),
-    *("TMPDIR", "USER", "LOGNAME", "SHELL", "TERM"),
-)
-
 
 class BuildError(DeploymentError):
     """A build command failed or the build output is missing; nothing was deployed."""
@@ -91,9 +85,9 @@ def run_build(
 
 
 def build_environment(extra: Mapping[str, str], variables: Mapping[str, str]) -> dict[str, str]:
-    """Our harmless variables, then the project's, then the deployment's."""
-    ours = {key: os.environ[key] for key in PASSED_VARIABLES if key in os.environ}
-    return {**ours, **extra, **variables}
+    """The project's variables, then the deployment's, on top of our harmless ones (see
+    :func:`shell.scrubbed_environment`, applied by ``run_shell``)."""
+    return {**extra, **variables}
 
 
 def _run_all(
@@ -129,9 +123,10 @@ def run_command(
     env: Mapping[str, str],
     on_output: Callable[[str], None] | None = None,
 ) -> CommandResult:
-    """Run ``command`` with ``sh -c`` in its own process group, killed at the deadline."""
+    """Run ``command`` with ``sh -c`` in its own process group, killed at the deadline;
+    it sees ``env`` on top of our harmless variables, nothing else of ours."""
     status, text, seconds = run_shell(
-        command, cwd=cwd, timeout=timeout, env=env, on_output=on_output
+        command, cwd=cwd, timeout=timeout, variables=env, on_output=on_output
     )
     return CommandResult(command, "build", status, text, seconds, timed_out=status is None)
 

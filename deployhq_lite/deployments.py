@@ -439,15 +439,7 @@ def build(
         project=engine.settings.get_project(first.project),
         work_root=engine.state_dir / "builds",
         cache_root=engine.state_dir / "build-cache" / first.project,
-        variables={
-            "DEPLOYHQ_PROJECT": first.project,
-            "DEPLOYHQ_SERVER": record.server,
-            "DEPLOYHQ_DEPLOYMENT": record.identifier,
-            "DEPLOYHQ_BRANCH": first.branch,
-            "DEPLOYHQ_START_REVISION": record.start_revision or "",
-            "DEPLOYHQ_END_REVISION": first.end_revision,
-            "DEPLOYHQ_ROLLBACK": "1" if record.is_rollback else "0",
-        },
+        variables=deployment_variables(record),  # a group's: same project, branch, revision
         on_output=on_output,
         on_command=lambda r: engine.history.add_command_result(record.identifier, r),
     )
@@ -465,6 +457,20 @@ def build(
         )
         for d in waiting
     ]
+
+
+def deployment_variables(deployment: Deployment) -> dict[str, str]:
+    """The ``DEPLOYHQ_*`` variables every command of ``deployment`` sees: its build
+    commands, and its SSH commands on a local or an SSH server. None holds a secret."""
+    return {
+        "DEPLOYHQ_PROJECT": deployment.project,
+        "DEPLOYHQ_SERVER": deployment.server,
+        "DEPLOYHQ_DEPLOYMENT": deployment.identifier,
+        "DEPLOYHQ_BRANCH": deployment.branch,
+        "DEPLOYHQ_START_REVISION": deployment.start_revision or "",
+        "DEPLOYHQ_END_REVISION": deployment.end_revision,
+        "DEPLOYHQ_ROLLBACK": "1" if deployment.is_rollback else "0",
+    }
 
 
 def run_preview(
@@ -638,9 +644,12 @@ def _run_commands(
 ) -> None:
     """Run the ``when`` commands in order, recording each; a failing one with
     ``halt_on_error`` stops the deployment (the marker is not moved)."""
+    variables = deployment_variables(deployment)
     for command in (c for c in commands if c.when == when):
         log.info("command.started", deployment=deployment.identifier, when=when)
-        status, output, seconds = transport.run_command(command.command, timeout=command.timeout)
+        status, output, seconds = transport.run_command(
+            command.command, timeout=command.timeout, variables=variables
+        )
         result = CommandResult(command.command, when, status, output, seconds, status is None)
         engine.history.add_command_result(deployment.identifier, result)
         if result.ok:

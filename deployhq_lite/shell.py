@@ -3,7 +3,9 @@ output streamed line by line and its tail kept, the whole group killed at the de
 
 The command comes from the config only (build commands, and SSH commands on a local
 server); nothing is ever interpolated into it. Used by ``builds`` and by the local
-transport, so both stop a runaway command the same way.
+transport, so both stop a runaway command the same way and see the same scrubbed
+environment: a few harmless variables of ours, then the caller's (``DEPLOYHQ_*``...),
+never the rest of ours (``DEPLOYHQ_LITE_*`` may hold passwords and passphrases).
 """
 
 from __future__ import annotations
@@ -22,25 +24,39 @@ from .transports.base import OUTPUT_LIMIT, CommandOutcome
 
 GRACE = 2.0  # seconds to collect the last output after a command's group was killed
 
+# The only variables of ours a command sees: none of them can hold a secret.
+PASSED_VARIABLES = (
+    *("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"),
+    *("TMPDIR", "USER", "LOGNAME", "SHELL", "TERM"),
+)
+
+
+def scrubbed_environment(variables: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a command run here: our ``PASSED_VARIABLES``, then
+    ``variables`` (they win)."""
+    ours = {key: os.environ[key] for key in PASSED_VARIABLES if key in os.environ}
+    return {**ours, **variables}
+
 
 def run_shell(
     command: str,
     *,
     cwd: Path,
     timeout: float,
-    env: Mapping[str, str] | None = None,
+    variables: Mapping[str, str],
     on_output: Callable[[str], None] | None = None,
 ) -> CommandOutcome:
     """(exit status or None when it timed out, the output's last ``OUTPUT_LIMIT`` bytes,
-    seconds). ``env`` None inherits ours; an exception from ``on_output`` is raised
-    once the command has ended (its output is still read to the end)."""
+    seconds). The command sees ``scrubbed_environment(variables)``; an exception from
+    ``on_output`` is raised once the command has ended (its output is still read to the
+    end)."""
     started = time.monotonic()
     deadline = started + timeout
     proc = subprocess.Popen(  # noqa: S602 - the operator's own command line, from config
         command,
         shell=True,
         cwd=cwd,
-        env=None if env is None else dict(env),
+        env=scrubbed_environment(variables),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from deployhq_lite.testing.plugin import Site, run_cli
+from deployhq_lite.transports.sftp import remote_command
 from tests.test_sftp_e2e import ssh_config
 
 
@@ -104,3 +105,49 @@ def test_unknown_command_keys_are_one_line_errors(site: Site) -> None:
     code, data, _ = deploy(site)
     assert code == 2
     assert "ssh_commands.0.when" in data["error"]
+
+
+def test_commands_see_the_deployment_variables_and_none_of_our_secrets(
+    server: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like build commands: a scrubbed environment plus ``DEPLOYHQ_*``, exported over SSH
+    with each value quoted (a branch name is never read as shell text)."""
+    site = server
+    monkeypatch.setenv("DEPLOYHQ_LITE_SOMETHING_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("DEPLOYER_ONLY_VARIABLE", "not-for-commands")
+    branch = "it's$(touch${IFS}pwned)"
+    site.repo.branch = branch
+    site.config.write_text(site.config.read_text().replace('"main"', json.dumps(branch)))
+    command(site, "env", when="after")
+    first = site.repo.commit({"index.html": "one\n"})
+    assert deploy(site)[0] == 0
+    second = site.repo.commit({"index.html": "two\n"})
+    code, done, err = deploy(site)
+    assert code == 0, err
+    shown = show(site, done["identifier"])
+    output = shown["commands"][0]["output"]
+    variables = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    assert {k: v for k, v in variables.items() if k.startswith("DEPLOYHQ_")} == {
+        "DEPLOYHQ_PROJECT": "website",
+        "DEPLOYHQ_SERVER": "production",
+        "DEPLOYHQ_DEPLOYMENT": done["identifier"],
+        "DEPLOYHQ_BRANCH": branch,
+        "DEPLOYHQ_START_REVISION": first,
+        "DEPLOYHQ_END_REVISION": second,
+        "DEPLOYHQ_ROLLBACK": "0",
+    }
+    assert "PATH" in variables
+    assert "hunter2-secret" not in json.dumps(shown)
+    assert "not-for-commands" not in output
+    assert not (site.root / "pwned").exists()
+    history = list(site.state_dir.glob("history.sqlite3*"))
+    assert history
+    for path in history:
+        assert b"hunter2-secret" not in path.read_bytes()
+
+
+def test_only_variable_names_are_exported_over_ssh() -> None:
+    line = remote_command("/srv/my www", "env", {"DEPLOYHQ_BRANCH": "a'b;c"})
+    assert line == "export DEPLOYHQ_BRANCH='a'\"'\"'b;c'; cd '/srv/my www' && env"
+    with pytest.raises(ValueError, match="not an environment variable name"):
+        remote_command("/srv", "env", {"A=B; rm -rf ~; X": "1"})

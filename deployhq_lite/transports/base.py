@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -114,7 +114,9 @@ class Transport(Protocol):
     def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None: ...
     def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None: ...
     def sync(self) -> None: ...
-    def run_command(self, command: str, *, timeout: float) -> CommandOutcome: ...
+    def run_command(
+        self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
+    ) -> CommandOutcome: ...
 
 
 # (exit status or None when it timed out, the last of its output, seconds it took)
@@ -207,7 +209,11 @@ class BaseTransport(abc.ABC):
             else:
                 on_done(path, None)
 
-    def run_command(self, command: str, *, timeout: float) -> CommandOutcome:
+    def run_command(
+        self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
+    ) -> CommandOutcome:
+        """Run an operator's command (from the config only) in the root, with
+        ``variables`` (``DEPLOYHQ_*``) in its environment."""
         raise TransportError(
             f"server {self.server}: this transport cannot run commands", server=self.server
         )

@@ -16,7 +16,7 @@ import functools
 import os
 import stat as st
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -211,10 +211,14 @@ class LocalTransport(BaseTransport):
                 removed.append(path)
         return removed
 
-    def run_command(self, command: str, *, timeout: float) -> CommandOutcome:
-        """Run an operator's command (from the config only) with the root as its cwd."""
+    def run_command(
+        self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
+    ) -> CommandOutcome:
+        """Run an operator's command (from the config only) with the root as its cwd, in
+        the scrubbed environment build commands get (none of our secrets) plus
+        ``variables``."""
         self._require_open()
-        return run_shell(command, cwd=self.root, timeout=timeout)
+        return run_shell(command, cwd=self.root, timeout=timeout, variables=variables or {})
 
     def sync(self) -> None:
         """Make everything written so far durable: one ``syncfs`` for the root's filesystem."""

@@ -20,13 +20,14 @@ import hashlib
 import itertools
 import logging
 import os
+import re
 import shlex
 import socket
 import stat as st
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
@@ -510,9 +511,11 @@ class SFTPTransport(BaseTransport):
         """Nothing to do: each file was closed (and renamed) on the server before this."""
         self._require_open()
 
-    def run_command(self, command: str, *, timeout: float) -> CommandOutcome:
+    def run_command(
+        self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
+    ) -> CommandOutcome:
         """Run an operator's command (from the config only) on the SSH connection of this
-        deployment, in the root; stdout and stderr together."""
+        deployment, in the root, with ``variables`` exported; stdout and stderr together."""
         self._require_open()
         assert self._ssh is not None
         started = time.monotonic()
@@ -521,7 +524,7 @@ class SFTPTransport(BaseTransport):
             try:
                 channel.set_combine_stderr(True)
                 channel.settimeout(0.2)
-                channel.exec_command(f"cd {shlex.quote(self._root)} && {command}")
+                channel.exec_command(remote_command(self._root, command, variables or {}))
                 out = bytearray()
                 while not (channel.exit_status_ready() and not channel.recv_ready()):
                     if time.monotonic() - started > timeout:
@@ -1149,6 +1152,21 @@ def _remove_quietly(sftp: paramiko.SFTPClient, full: str) -> None:
 def _unsupported(exc: Exception) -> bool:
     code = getattr(exc, "errno", None)
     return "unsupported" in str(exc).lower() or code == SFTP_OP_UNSUPPORTED
+
+
+def remote_command(root: str, command: str, variables: Mapping[str, str]) -> str:
+    """The command line the server's shell runs: ``variables`` exported (each value
+    shell-quoted: a branch or project name is never read as shell text), then the
+    operator's ``command`` in ``root``."""
+    bad = [name for name in variables if not _VARIABLE_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"not an environment variable name: {bad[0]!r}")
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())
+    prefix = f"export {exports}; " if exports else ""
+    return f"{prefix}cd {shlex.quote(root)} && {command}"
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _tail(out: bytearray) -> str:
