@@ -437,3 +437,20 @@ def test_trusting_a_trusted_key_is_one_line_and_exit_0(site: Site, sshd: SSHServ
         assert done.stderr == ""
     assert json.loads(_trust(site, "--json").stdout)["status"] == "trusted"
     assert sshd.known_hosts.read_text() == before  # nothing recorded twice
+
+
+def test_a_known_hosts_file_that_cannot_be_read_or_written_is_one_line(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    digest = _fingerprint_of(sshd.host_key_public)
+    ssh_config(site, sshd, known_hosts_path=f'"{tmp_path}"')  # a directory
+    site.repo.commit({"index.html": "x"})
+    for done in (_trust(site, "--yes"), _deploy(site, {})):
+        assert done.returncode == 1
+        assert f"cannot read {tmp_path}: Is a directory" in _one_error_line(done)
+    (tmp_path / "file").write_text("")
+    ssh_config(site, sshd, known_hosts_path=f'"{tmp_path / "file" / "known_hosts"}"')
+    done = _trust(site, "--fingerprint", digest)
+    assert done.returncode == 1
+    assert f"cannot write {tmp_path / 'file' / 'known_hosts'}" in done.stderr
+    assert "Traceback" not in done.stderr

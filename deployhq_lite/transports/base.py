@@ -255,7 +255,8 @@ class BaseTransport(abc.ABC):
 
     @abc.abstractmethod
     def _translate(self, exc: Exception, path: str) -> TransportError | None:
-        """The ``TransportError`` for a backend exception, or None if it is a bug."""
+        """The ``TransportError`` for a backend exception, or None when it is not one the
+        backend expects (``_map_errors`` then reports it as an unexpected error)."""
 
     @abc.abstractmethod
     def _open(self) -> None: ...
