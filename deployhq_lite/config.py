@@ -142,6 +142,12 @@ class ServerConfig(_Model):
     excluded_files: list[str] = Field(default_factory=list)  # gitignore patterns
     config_files: list[ConfigFileConfig] = Field(default_factory=list)
     ssh_commands: list[SSHCommandConfig] = Field(default_factory=list)
+    _key_path_configured: Path | None = PrivateAttr(default=None)
+
+    @property
+    def key_path_shown(self) -> str:
+        """``key_path`` as the config wrote it (``k``, not the absolute path it names)."""
+        return str(self._key_path_configured or self.key_path or "")
 
     @field_validator("root", mode="before")
     @classmethod
@@ -572,7 +578,9 @@ def _resolve_server(server: _S, key: str, absolute: Any) -> _S:
         if value is not None:
             update[field] = absolute(value)
     update["config_files"] = _resolve_files(server.config_files, absolute)
-    return server.model_copy(update=update)
+    resolved = server.model_copy(update=update)
+    resolved._key_path_configured = server._key_path_configured or server.key_path
+    return resolved
 
 
 def _resolve_files(files: list[ConfigFileConfig], absolute: Any) -> list[ConfigFileConfig]:

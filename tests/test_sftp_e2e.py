@@ -271,3 +271,186 @@ def test_the_socket_sends_at_once_and_acks_at_once_only_while_connecting(
         assert sock.quick_acks is False  # the session has started: reads cost no extra call
         transport.put_file("x", b"x")
     assert (tmp_path / "x").read_bytes() == b"x"
+
+
+# -- keys with a passphrase (issue 13, item 1) -------------------------------------------------
+
+PASSPHRASE = "secret-Pass-4e1b"
+
+
+@pytest.fixture(scope="module")
+def user_keys(sshd: SSHServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Keys authorized on the sshd fixture: ed25519 and RSA with ``PASSPHRASE``, and an
+    ed25519 one without a passphrase."""
+    directory = tmp_path_factory.mktemp("user-keys")
+    keys = {
+        "ed25519": ("-t", "ed25519", "-N", PASSPHRASE),
+        "rsa": ("-t", "rsa", "-b", "2048", "-N", PASSPHRASE),
+        "plain": ("-t", "ed25519", "-N", ""),
+    }
+    made = {}
+    for name, args in keys.items():
+        path = directory / name
+        subprocess.run(["ssh-keygen", "-q", *args, "-f", str(path)], check=True)
+        with (sshd.directory / "authorized_keys").open("a") as authorized:
+            authorized.write(path.with_suffix(".pub").read_text())
+        made[name] = path
+    return made
+
+
+def passphrase_config(
+    site: Site, sshd: SSHServer, key: Path, via: str, passphrase: str = PASSPHRASE
+) -> dict[str, str]:
+    """The server uses ``key`` copied beside the config as ``k`` (``key_path = "k"``), its
+    passphrase in the environment variable PP or in the file ``pp``; the environment the
+    CLI needs."""
+    (site.config.parent / "k").write_bytes(key.read_bytes())
+    (site.config.parent / "k").chmod(0o600)
+    if via == "env":
+        ssh_config(site, sshd, key_path='"k"', key_passphrase_env='"PP"')
+        return {"PP": passphrase}
+    (site.config.parent / "pp").write_text(passphrase + "\n")
+    ssh_config(site, sshd, key_path='"k"', key_passphrase_file='"pp"')
+    return {}
+
+
+def _deploy(site: Site, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "deploy", "website", "--server", "production", "--config", site.config, *args, env=env
+    )
+
+
+def _check(site: Site, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "servers", "check", "website", "production", "--config", site.config, *args, env=env
+    )
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("via", ["env", "file"])
+@pytest.mark.parametrize("kind", ["ed25519", "rsa"])
+def test_a_key_with_a_passphrase_deploys_and_checks(
+    site: Site, sshd: SSHServer, user_keys: dict[str, Path], kind: str, via: str
+) -> None:
+    env = passphrase_config(site, sshd, user_keys[kind], via)
+    site.repo.commit({"index.html": "locked key"})
+    done = _deploy(site, env, "-vv", "--log-format", "json")
+    assert done.returncode == 0, done.stderr
+    assert site.files() == {"index.html": b"locked key"}
+    assert PASSPHRASE not in done.stdout + done.stderr
+    assert PASSPHRASE.encode() not in (site.state_dir / "history.sqlite3").read_bytes()
+    check = _check(site, env, "--json")
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["auth_method"] == "key"
+
+
+def test_an_unencrypted_key_with_a_passphrase_set_still_works(
+    site: Site, sshd: SSHServer, user_keys: dict[str, Path]
+) -> None:
+    env = passphrase_config(site, sshd, user_keys["plain"], "env")
+    site.repo.commit({"index.html": "plain key"})
+    done = _deploy(site, env)
+    assert done.returncode == 0, done.stderr
+    assert site.files() == {"index.html": b"plain key"}
+    assert _check(site, env).returncode == 0
+
+
+@pytest.mark.parametrize("via", ["env", "file"])
+@pytest.mark.parametrize("kind", ["ed25519", "rsa"])
+def test_a_wrong_passphrase_is_one_line_and_exit_1(
+    site: Site, sshd: SSHServer, user_keys: dict[str, Path], kind: str, via: str
+) -> None:
+    env = passphrase_config(site, sshd, user_keys[kind], via, passphrase="not-it")
+    site.repo.commit({"index.html": "x"})
+    done = _deploy(site, env)
+    assert done.returncode == 1
+    line = _one_error_line(done)
+    assert line == "error: server website/production: cannot decrypt key k: wrong passphrase"
+    assert "not-it" not in done.stdout + done.stderr
+    with dhq.Engine(site.config) as engine:
+        record = engine.list_deployments("website")[0]
+    assert record.status is dhq.DeploymentStatus.FAILED
+    assert record.error == "server website/production: cannot decrypt key k: wrong passphrase"
+    check = _check(site, env)
+    assert check.returncode == 1
+    assert "cannot decrypt key k: wrong passphrase" in _one_error_line(check)
+    assert not site.root.exists() or not list(site.root.iterdir())
+
+
+def test_an_encrypted_key_without_a_passphrase_says_what_to_set(
+    site: Site, sshd: SSHServer, user_keys: dict[str, Path]
+) -> None:
+    passphrase_config(site, sshd, user_keys["ed25519"], "env")
+    site.config.write_text(site.config.read_text().replace('key_passphrase_env = "PP"\n', ""))
+    site.repo.commit({"index.html": "x"})
+    for done in (_deploy(site, {}), _check(site, {})):
+        assert done.returncode == 2
+        line = _one_error_line(done)
+        assert "key k is encrypted" in line
+        assert "key_passphrase_env" in line
+        assert "key_passphrase_file" in line
+
+
+# -- clearer lines (issue 13, item 18) ---------------------------------------------------------
+
+
+def test_a_missing_key_file_is_one_config_line(site: Site, sshd: SSHServer) -> None:
+    ssh_config(site, sshd, key_path='"keys/missing"')
+    site.repo.commit({"index.html": "x"})
+    for done in (_deploy(site, {}), _check(site, {}), _deploy(site, {}, "--json")):
+        assert done.returncode == 2
+        if "--json" in done.args:
+            error = json.loads(done.stdout)["error"]
+        else:
+            error = _one_error_line(done).removeprefix("error: ")
+        assert error == "server website/production: key file keys/missing does not exist"
+
+
+def test_servers_trust_takes_the_fingerprint_without_its_prefix(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    ssh_config(site, sshd, known_hosts_path=f'"{known}"')
+    digest = _fingerprint_of(sshd.host_key_public)
+    done = _trust(site, "--fingerprint", digest)
+    assert done.returncode == 0, done.stderr
+    assert known.read_text().split()[1:] == sshd.host_key_public.split()[:2]
+    wrong = _trust(site, "--fingerprint", "A" * 43)
+    assert wrong.returncode == 1
+    assert f"not SHA256:{'A' * 43}; nothing recorded" in wrong.stderr
+
+
+def test_trusting_a_trusted_key_is_one_line_and_exit_0(site: Site, sshd: SSHServer) -> None:
+    ssh_config(site, sshd)  # the fixture's known_hosts lists the key
+    digest = _fingerprint_of(sshd.host_key_public)
+    before = sshd.known_hosts.read_text()
+    for args in ((), ("--yes",), ("--fingerprint", digest), ("--fingerprint", f"SHA256:{digest}")):
+        done = _trust(site, *args)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"server website/production: key already trusted (SHA256:{digest})\n"
+        assert done.stderr == ""
+    assert json.loads(_trust(site, "--json").stdout)["status"] == "trusted"
+    assert sshd.known_hosts.read_text() == before  # nothing recorded twice
+
+
+def test_a_known_hosts_file_that_cannot_be_read_or_written_is_one_line(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    digest = _fingerprint_of(sshd.host_key_public)
+    ssh_config(site, sshd, known_hosts_path=f'"{tmp_path}"')  # a directory
+    site.repo.commit({"index.html": "x"})
+    for done in (_trust(site, "--yes"), _deploy(site, {})):
+        assert done.returncode == 1
+        assert f"cannot read {tmp_path}: Is a directory" in _one_error_line(done)
+    (tmp_path / "file").write_text("")
+    ssh_config(site, sshd, known_hosts_path=f'"{tmp_path / "file" / "known_hosts"}"')
+    done = _trust(site, "--fingerprint", digest)
+    assert done.returncode == 1
+    assert f"cannot write {tmp_path / 'file' / 'known_hosts'}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -50,7 +50,8 @@ def check_server(project: str, server: str) -> None:
     "--fingerprint",
     "expected",
     metavar="SHA256:...",
-    help="Record the key only if it has this fingerprint (obtained out of band).",
+    help="Record the key only if it has this fingerprint (obtained out of band; "
+    "the SHA256: prefix is optional).",
 )
 @click.option("--replace", is_flag=True, help="Drop a changed key and record the new one.")
 @common_options
@@ -75,23 +76,28 @@ def trust_server(project: str, server: str, yes: bool, expected: str | None, rep
                 "status": offer.status,
                 "recorded": None,
             }
+            expected = _full_fingerprint(expected)
+            if offer.status == "trusted" and expected in (None, offer.fingerprint):
+                if not _opts().json:
+                    click.echo(
+                        f"server {project}/{server}: key already trusted ({offer.fingerprint})"
+                    )
+                _emit_report(report)
+                return
             if not _opts().json:
                 click.echo(f"{offer.host} offers {offer.key_type} {offer.fingerprint}")
                 click.echo(offer.detail)
-            if offer.status == "trusted":
-                _emit_report(report)
-                return
+            if expected is not None and expected != offer.fingerprint:
+                raise HostKeyError(
+                    f"server {project}/{server} offers {offer.fingerprint}, not {expected}; "
+                    "nothing recorded",
+                    server=f"{project}/{server}",
+                )
             if config.host_key_fingerprint:
                 raise HostKeyError(
                     f"server {project}/{server} pins host_key_fingerprint "
                     f"{config.host_key_fingerprint}; if the new key is right, set it to "
                     f"{offer.fingerprint} in the config",
-                    server=f"{project}/{server}",
-                )
-            if expected is not None and expected != offer.fingerprint:
-                raise HostKeyError(
-                    f"server {project}/{server} offers {offer.fingerprint}, not {expected}; "
-                    "nothing recorded",
                     server=f"{project}/{server}",
                 )
             if not (yes or expected) and not _confirm("Trust this key and record it?"):
@@ -104,6 +110,17 @@ def trust_server(project: str, server: str, yes: bool, expected: str | None, rep
         except DeployHQLiteError as exc:
             _fail(exc)
         _emit_report(report)
+
+
+def _full_fingerprint(given: str | None) -> str | None:
+    """``SHA256:<base64>`` from what a user pasted: with or without ``SHA256:``, with or
+    without base64's ``=`` padding (ssh-keygen prints neither padding nor spaces)."""
+    if given is None:
+        return None
+    digest = given.strip()
+    if digest[:7].upper() == "SHA256:":
+        digest = digest[7:]
+    return "SHA256:" + digest.rstrip("=")
 
 
 def _confirm(question: str) -> bool:

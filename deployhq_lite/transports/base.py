@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
-from ..errors import PathOutsideRootError, TransportError, TransportStateError
+from ..errors import (
+    DeployHQLiteError,
+    PathOutsideRootError,
+    TransportError,
+    TransportStateError,
+)
 from ..names import TEMP_SUFFIX as TEMP_SUFFIX  # see names: the temp-name rule lives there
 
 
@@ -222,16 +227,28 @@ class BaseTransport(abc.ABC):
 
     @contextmanager
     def _map_errors(self, path: str) -> Iterator[None]:
-        """Translate backend exceptions into ``TransportError`` subclasses."""
+        """Translate backend exceptions into ``TransportError`` subclasses; our own errors
+        pass as they are. One the backend does not know (a bug here or in a library) is
+        still one line naming the server, never a traceback (chained for debugging)."""
         try:
             yield
-        except TransportError:
+        except DeployHQLiteError:
             raise
         except Exception as exc:
-            mapped = self._translate(exc, path)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            raise self._map_exception(exc, path) from exc
+
+    def _map_exception(self, exc: Exception, path: str) -> TransportError:
+        return self._translate(exc, path) or self._unexpected(exc, path)
+
+    def _unexpected(self, exc: Exception, path: str) -> TransportError:
+        detail = " ".join(str(exc).split())
+        what = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        where = f" on {path}" if path else ""
+        return TransportError(
+            f"server {self.server}: unexpected error{where} ({what})",
+            server=self.server,
+            path=path or None,
+        )
 
     @abc.abstractmethod
     def put_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None: ...
@@ -244,7 +261,8 @@ class BaseTransport(abc.ABC):
 
     @abc.abstractmethod
     def _translate(self, exc: Exception, path: str) -> TransportError | None:
-        """The ``TransportError`` for a backend exception, or None if it is a bug."""
+        """The ``TransportError`` for a backend exception, or None when it is not one the
+        backend expects (``_map_errors`` then reports it as an unexpected error)."""
 
     @abc.abstractmethod
     def _open(self) -> None: ...

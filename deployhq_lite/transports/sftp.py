@@ -230,6 +230,16 @@ class SFTPTransport(BaseTransport):
                 "after checking the new one with the server's administrator",
                 server=self.server,
             )
+        try:
+            self._record_host_key(known, offer)
+        except OSError as exc:
+            raise HostKeyError(
+                f"server {self.server}: cannot write {known}: {exc.strerror or exc}",
+                server=self.server,
+            ) from None
+        return known
+
+    def _record_host_key(self, known: Path, offer: HostKeyOffer) -> None:
         known.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = paramiko.PKey.from_type_string(offer.key_type, base64.b64decode(offer.key_base64))
         if offer.status == "changed":
@@ -244,7 +254,6 @@ class SFTPTransport(BaseTransport):
             fd = os.open(known, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with os.fdopen(fd, "a") as f:
                 f.write(f"{offer.host} {offer.key_type} {offer.key_base64}\n")
-        return known
 
     def _known_name(self) -> str:
         host, port = self.config.host or "", self.config.port
@@ -261,7 +270,13 @@ class SFTPTransport(BaseTransport):
                 return "trusted", f"{name} offers {offered}, the pinned key"
             return "changed", f"changed host key for {name}: offered {offered}, pinned {pinned}"
         known = self._known_hosts_file()
-        keys = paramiko.HostKeys(str(known)) if known.exists() else paramiko.HostKeys()
+        try:
+            keys = paramiko.HostKeys(str(known)) if known.exists() else paramiko.HostKeys()
+        except OSError as exc:
+            raise HostKeyError(
+                f"server {self.server}: cannot read {known}: {exc.strerror or exc}",
+                server=self.server,
+            ) from None
         entry = keys.lookup(name)
         if entry is None:
             return "unknown", f"unknown host key for {name}: offered {offered} (not in {known})"
@@ -313,16 +328,41 @@ class SFTPTransport(BaseTransport):
         cfg = self.config
         if cfg.key_path is None:
             return False
+        ssh.auth_publickey(cfg.user, self._load_key(cfg.key_path))
+        return bool(ssh.is_authenticated())
+
+    def _load_key(self, path: Path) -> paramiko.PKey:
+        """The private key at ``path``, decrypted with the configured passphrase if it is
+        encrypted (an unencrypted key is used as it is, passphrase or not).
+
+        paramiko hands the key to ``cryptography``, which raises TypeError for a missing
+        passphrase (and for one given to an unencrypted key) and ValueError for a wrong one.
+        """
+        cfg, shown = self.config, self.config.key_path_shown
+        if not path.exists():
+            raise ConfigError(f"server {self.server}: key file {shown} does not exist")
         passphrase = _secret(cfg.key_passphrase_env, cfg.key_passphrase_file, "key passphrase")
         try:
-            key = paramiko.PKey.from_path(cfg.key_path, passphrase)
+            return paramiko.PKey.from_path(path)
+        except TypeError:  # encrypted: decrypt it below
+            pass
         except (OSError, paramiko.SSHException, ValueError) as exc:
             raise AuthenticationError(
-                f"server {self.server}: cannot load key {cfg.key_path}: {type(exc).__name__}",
+                f"server {self.server}: cannot load key {shown}: {type(exc).__name__}",
                 server=self.server,
             ) from None
-        ssh.auth_publickey(cfg.user, key)
-        return bool(ssh.is_authenticated())
+        if passphrase is None:
+            raise ConfigError(
+                f"server {self.server}: key {shown} is encrypted; set key_passphrase_env "
+                "or key_passphrase_file to its passphrase"
+            )
+        try:
+            return paramiko.PKey.from_path(path, passphrase.encode())
+        except (TypeError, ValueError, paramiko.SSHException):
+            raise AuthenticationError(
+                f"server {self.server}: cannot decrypt key {shown}: wrong passphrase",
+                server=self.server,
+            ) from None
 
     def _auth_agent(self, ssh: paramiko.Transport) -> bool:
         if not self.config.use_agent or not os.environ.get("SSH_AUTH_SOCK"):
@@ -1081,9 +1121,7 @@ class _PutBatch:
             return
         _remove_quietly(self._t._client(), put.tmp)
         if not isinstance(error, TransportError):
-            error = self._t._translate(error, put.upload.path) or TransportError(
-                str(error), server=self._t.server, path=put.upload.path
-            )
+            error = self._t._map_exception(error, put.upload.path)
         self._on_done(put.upload.path, error)
 
     def _release(self, put: _Put) -> None:

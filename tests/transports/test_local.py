@@ -193,8 +193,9 @@ def test_a_temp_file_left_by_an_interrupted_run_is_replaced(
 
 def test_a_write_that_breaks_midway_leaves_no_temp_file(t: LocalTransport, root: Path) -> None:
     t.put_file("keep.txt", b"old")
-    with pytest.raises(TypeError):
+    with pytest.raises(TransportError, match=r"unexpected error on keep\.txt") as raised:
         t.put_file("keep.txt", object(), mode=0o644)  # type: ignore[arg-type]
+    assert isinstance(raised.value.__cause__, TypeError)
     assert (root / "keep.txt").read_bytes() == b"old"
     assert temp_files(root) == []
 
