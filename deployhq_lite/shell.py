@@ -77,8 +77,6 @@ def run_shell(
         if proc.returncode is None:
             _kill_group(proc)
         reader.join(GRACE)  # a process that left our group may still hold the pipe
-        if not reader.is_alive():  # else closing would wait for the blocked reader
-            proc.stdout.close()
     if reader.error is not None:
         raise reader.error
     text = bytes(reader.tail[-OUTPUT_LIMIT:]).decode("utf-8", "replace")
@@ -101,12 +99,15 @@ class _Reader(threading.Thread):
         self.error: Exception | None = None  # raised by on_output; reading goes on
 
     def run(self) -> None:
-        while line := self._out.readline(OUTPUT_LIMIT):
-            self.tail += line
-            if len(self.tail) > 2 * OUTPUT_LIMIT:
-                del self.tail[:-OUTPUT_LIMIT]
-            if self._on_output is not None and self.error is None:
-                try:
-                    self._on_output(line.decode("utf-8", "replace").rstrip("\r\n"))
-                except Exception as exc:
-                    self.error = exc
+        # The reader closes the pipe itself: when a process that left our group still
+        # holds it, run_shell returns without waiting and the pipe is closed at its EOF.
+        with self._out:
+            while line := self._out.readline(OUTPUT_LIMIT):
+                self.tail += line
+                if len(self.tail) > 2 * OUTPUT_LIMIT:
+                    del self.tail[:-OUTPUT_LIMIT]
+                if self._on_output is not None and self.error is None:
+                    try:
+                        self._on_output(line.decode("utf-8", "replace").rstrip("\r\n"))
+                    except Exception as exc:
+                        self.error = exc

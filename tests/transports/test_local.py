@@ -272,3 +272,30 @@ def test_a_command_past_its_timeout_returns_even_if_a_child_keeps_the_output_ope
     status, output, seconds = t.run_command("setsid sleep 30 & echo started; sleep 30", timeout=0.5)
     assert status is None and output == "started\n"
     assert time.monotonic() - started < 10 and seconds < 10
+
+
+def test_the_output_pipe_a_leftover_process_held_is_closed_when_it_lets_go(
+    t: LocalTransport,
+) -> None:
+    """run_shell returns at the deadline without the pipe a process outside our group
+    still holds; the pipe is closed once that process ends, not left for the garbage
+    collector to find unclosed (a ResourceWarning, an error under this suite)."""
+    import gc
+    import threading
+    import time
+    import warnings
+
+    def readers() -> set[threading.Thread]:
+        return {th for th in threading.enumerate() if th.name == "dhq-command-output"}
+
+    earlier = readers()  # another test's leftover may still be sleeping
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, output, _ = t.run_command("setsid sleep 1 & echo started; sleep 30", timeout=0.3)
+        assert status is None and output == "started\n"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and readers() - earlier:
+            time.sleep(0.05)
+        assert not readers() - earlier
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
