@@ -279,7 +279,8 @@ def test_the_output_pipe_a_leftover_process_held_is_closed_when_it_lets_go(
 ) -> None:
     """run_shell returns at the deadline without the pipe a process outside our group
     still holds; the pipe is closed once that process ends, not left for the garbage
-    collector to find unclosed (a ResourceWarning, an error under this suite)."""
+    collector to find unclosed (a ResourceWarning, an error under this suite). The
+    leftover outlives run_shell's GRACE (2 s)."""
     import gc
     import threading
     import time
@@ -291,7 +292,7 @@ def test_the_output_pipe_a_leftover_process_held_is_closed_when_it_lets_go(
     earlier = readers()  # another test's leftover may still be sleeping
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        status, output, _ = t.run_command("setsid sleep 1 & echo started; sleep 30", timeout=0.3)
+        status, output, _ = t.run_command("setsid sleep 4 & echo started; sleep 30", timeout=0.3)
         assert status is None and output == "started\n"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and readers() - earlier:
