@@ -736,6 +736,8 @@ def _apply(
     failure: list[tuple[str, str]],
 ) -> None:
     changes = the_plan.changeset.changes
+    if the_plan.uncertain:  # the temp files interrupted runs left there, so dirs can empty
+        transport.delete_temps(sorted(the_plan.uncertain))
     deletes = (c.path for c in changes if c.is_delete and not failure)
     transport.delete_many(deletes, lambda p, e: on_done(p, e, deleted=True))
     if not failure:

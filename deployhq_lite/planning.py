@@ -34,7 +34,7 @@ class Plan:
     end: Snapshot
     changeset: Changeset
     uncertain: frozenset[str] = frozenset()  # paths unfinished deployments may have left
-    prune: tuple[str, ...] = ()  # directories found where files must go
+    prune: tuple[str, ...] = ()  # directories to remove while empty (none of ``end``)
 
 
 def plan(engine: Engine, deployment: Deployment) -> Plan:
@@ -167,8 +167,16 @@ def settle(the_plan: Plan, transport: Transport) -> Plan:
         the_plan.end,
         Changeset.of([*kept, *settled]),
         the_plan.uncertain,
-        tuple(prune),
+        tuple(d for d in dict.fromkeys(prune) if not _holds_dir(the_plan.end, d)),
     )
+
+
+def _holds_dir(snapshot: Snapshot, directory: str) -> bool:
+    """Whether ``directory`` is a directory in ``snapshot`` (then it is not pruned)."""
+    if isinstance(snapshot, TreeSnapshot) and snapshot.tree is not None:
+        return snapshot.repo.subtree(snapshot.tree, directory) is not None
+    prefix = directory + "/"
+    return any(path.startswith(prefix) for path in snapshot)
 
 
 def _parents(path: str) -> list[str]:
