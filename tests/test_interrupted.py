@@ -221,3 +221,28 @@ def test_temp_files_are_0600_until_renamed_with_the_mode_from_git(
     assert tree["new/a/small.txt"] == ("file", b"small", 0o644)
     assert tree["bin/run"] == ("file", b"#!/bin/sh\necho 1\n", 0o755)
     assert os.stat(site.root / "index.html").st_mode & 0o777 == 0o644
+
+
+def test_a_directory_the_next_revision_holds_is_not_pruned_and_made_again(
+    site: Site, tmp_path: Path
+) -> None:
+    """The killed run's temp file and small file go; ``new/`` stays the same directory
+    (its mode kept), since the revision deployed next has a file in it: only directories
+    the target does not hold are pruned."""
+    v1, _ = commit_v1_v2(site)
+    dhq.deploy("website", "production", revision=v1, config=site.config)
+    kill_mid_write(site, tmp_path)
+    (site.root / "new").chmod(0o750)  # a directory made again would be 0755
+    v3 = site.repo.commit({"new/big.bin": None, "new/a/small.txt": None, "new/other.txt": "3"})
+
+    deploy_cli(site, v3)
+
+    assert temp_files(site.root) == []
+    assert stat.S_IMODE((site.root / "new").stat().st_mode) == 0o750
+    assert read_tree(site.root) == {
+        "index.html": ("file", b"two", 0o644),
+        "bin": ("dir",),
+        "bin/run": ("file", b"#!/bin/sh\necho 1\n", 0o755),
+        "new": ("dir",),
+        "new/other.txt": ("file", b"3", 0o644),
+    }
