@@ -1057,14 +1057,16 @@ class _PutBatch:
             pieces = (data[i : i + size] for i in range(0, len(data), size))
         else:
             pieces = iter(lambda: put.source.read(size), b"")
+        put.pending += 1  # held while sending: acks the pipe reads meanwhile cannot end it
         offset = 0
         for piece in pieces:
             put.pending += 1
             self._pipe.send(CMD_WRITE, put.handle, int64(offset), piece, then=ack)
             offset += len(piece)
         put.written = True
+        put.pending -= 1
         self._release(put)
-        if not put.pending:  # an empty file
+        if not put.pending:  # every WRITE acknowledged already (or none to send)
             self._close(put)
 
     def _close(self, put: _Put) -> None:
