@@ -28,7 +28,7 @@ from .git import MODE_FILE, RawEntry
 from .locking import server_lock
 from .log import get_logger
 from .marker import check_marker, read_marker, write_marker
-from .planning import Plan, plan, settle
+from .planning import Plan, plan, prunable, settle
 from .records import (
     GROUP,
     CommandResult,
@@ -756,10 +756,12 @@ def _apply(
     failure: list[tuple[str, str]],
 ) -> None:
     changes = the_plan.changeset.changes
+    if the_plan.uncertain:  # the temp files interrupted runs left there, so dirs can empty
+        transport.delete_temps(sorted(the_plan.uncertain))
     deletes = (c.path for c in changes if c.is_delete and not failure)
     transport.delete_many(deletes, lambda p, e: on_done(p, e, deleted=True))
     if not failure:
-        transport.prune_dirs([*the_plan.changeset.emptied_dirs(), *the_plan.prune])
+        transport.prune_dirs(prunable(the_plan))
     writes = [c for c in changes if c.new is not None and not c.is_delete]
     if failure or not writes:
         return

@@ -34,7 +34,7 @@ class Plan:
     end: Snapshot
     changeset: Changeset
     uncertain: frozenset[str] = frozenset()  # paths unfinished deployments may have left
-    prune: tuple[str, ...] = ()  # directories found where files must go
+    prune: tuple[str, ...] = ()  # directories found where files must go, or left emptied
 
 
 def plan(engine: Engine, deployment: Deployment) -> Plan:
@@ -169,6 +169,22 @@ def settle(the_plan: Plan, transport: Transport) -> Plan:
         the_plan.uncertain,
         tuple(prune),
     )
+
+
+def prunable(the_plan: Plan) -> list[str]:
+    """The directories to remove while empty once the deletes are done: those the
+    changeset empties and those settled, but none the end snapshot holds (its files are
+    written next: the directory stays the same one, with its mode)."""
+    candidates = [*the_plan.changeset.emptied_dirs(), *the_plan.prune]
+    return [d for d in dict.fromkeys(candidates) if not _holds_dir(the_plan.end, d)]
+
+
+def _holds_dir(snapshot: Snapshot, directory: str) -> bool:
+    """Whether ``directory`` is a directory in ``snapshot``."""
+    if isinstance(snapshot, TreeSnapshot) and snapshot.tree is not None:
+        return snapshot.repo.subtree(snapshot.tree, directory) is not None
+    prefix = directory + "/"
+    return any(path.startswith(prefix) for path in snapshot)
 
 
 def _parents(path: str) -> list[str]:

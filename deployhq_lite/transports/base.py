@@ -35,6 +35,12 @@ def temp_name(name: str) -> str:
     return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{TEMP_SUFFIX}"
 
 
+def temp_path(path: str) -> str:
+    """The temp name of the (relative) ``path``, in its own directory."""
+    parent, slash, name = path.rpartition("/")
+    return f"{parent}{slash}{temp_name(name)}"
+
+
 RemoteKind = Literal["file", "dir", "symlink", "other"]
 
 
@@ -118,6 +124,7 @@ class Transport(Protocol):
     def prune_dirs(self, paths: Iterable[str]) -> list[str]: ...
     def put_many(self, uploads: Iterable[Upload], on_done: DoneCallback) -> None: ...
     def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None: ...
+    def delete_temps(self, paths: Iterable[str]) -> None: ...
     def sync(self) -> None: ...
     def run_command(
         self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
@@ -213,6 +220,19 @@ class BaseTransport(abc.ABC):
                 on_done(path, exc)
             else:
                 on_done(path, None)
+
+    def delete_temps(self, paths: Iterable[str]) -> None:
+        """Remove the temp files an interrupted run may have left for ``paths`` (missing
+        is success; a path under a symlink has none of ours); raise the first failure."""
+        failures: list[TransportError] = []
+
+        def on_done(path: str, error: TransportError | None) -> None:
+            if error is not None and not isinstance(error, PathOutsideRootError):
+                failures.append(error)
+
+        self.delete_many((temp_path(p) for p in paths), on_done)
+        if failures:
+            raise failures[0]
 
     def run_command(
         self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None

@@ -2,8 +2,9 @@
 
 Unknown or changed host keys are refused, never added. Every directory on the way to a
 path is checked with ``lstat`` (a symlink is refused before anything is written); files
-go to a temp name beside the target, get their mode, and replace it with
-``posix-rename@openssh.com`` (remove-then-rename on servers without it).
+go to a new temp name beside the target (created 0600, never one an older run left
+there), get their mode once written, and replace it with ``posix-rename@openssh.com``
+(remove-then-rename on servers without it).
 
 Batches are pipelined on one channel (see ``_Pipe``): OPEN, WRITE, FSETSTAT, CLOSE and
 RENAME requests for many files are in flight at once, and so are REMOVEs. Single-file
@@ -48,7 +49,7 @@ from paramiko.sftp import (
     CMD_STATUS,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
-    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_EXCL,
     SFTP_FLAG_WRITE,
     SFTP_NO_SUCH_FILE,
     SFTP_OK,
@@ -452,7 +453,7 @@ class SFTPTransport(BaseTransport):
             tmp = _temp(full)
             sftp = self._client()
             try:
-                with sftp.open(tmp, "wb") as f:
+                with _create(sftp, tmp) as f:
                     f.set_pipelined(True)
                     f.write(data)
                 sftp.chmod(tmp, mode)
@@ -985,6 +986,9 @@ class _Put:
     handle: bytes = b""
     pending: int = 0  # replies still to come for WRITE/FSETSTAT/CLOSE
     error: Exception | None = None
+    opening: bool = True  # no handle yet
+    retried: bool = False  # the first OPEN failed: the temp name was cleared, opened again
+    written: bool = False  # every WRITE sent
     renamed: bool = False
     sent: bool = False  # every WRITE sent (or given up on): the source is closed
 
@@ -1028,20 +1032,29 @@ class _PutBatch:
         put = _Put(upload, full, _temp(full), source, data)
         self._active += 1
         self._held += len(data or b"")
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+        self._open(put)
+        while data is None and not put.sent:  # a stream is read to its end before the next
+            self._pump()
+
+    def _open(self, put: _Put) -> None:
+        """Create the temp file, 0600 (EXCL: a file an interrupted run left under that
+        name, world-readable maybe, is removed and the OPEN sent once more)."""
+        if put.retried:
+            _remove_quietly(self._t._client(), put.tmp)
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
         self._pipe.send(
             CMD_OPEN, put.tmp, flags, _mode_attrs(0o600), then=lambda t, m: self._opened(put, t, m)
         )
-        while data is None and not put.sent:  # a stream is read to its end before the next
-            self._pump()
 
     # reply callbacks (inside paramiko's reader): record and queue, nothing else
 
     def _opened(self, put: _Put, t: int, msg: Message) -> None:
         if t == CMD_HANDLE:
-            put.handle = msg.get_binary()
-        else:
+            put.handle, put.opening = msg.get_binary(), False
+        elif put.retried:
             put.error = _status(t, msg) or _StatusError("OPEN returned no handle")
+        else:
+            put.retried = True
         self._ready.append(put)
 
     def _acked(self, put: _Put, t: int, msg: Message) -> None:
@@ -1067,15 +1080,19 @@ class _PutBatch:
     def _advance(self) -> None:
         while self._ready:
             put = self._ready.popleft()
-            if put.renamed or put.error is not None:
+            if put.renamed or (put.error is not None and not put.handle):
                 self._report(put)
-            elif put.handle and not put.pending:
-                self._write(put)
+            elif put.opening:
+                self._open(put)
             elif not put.handle:
                 self._rename(put)
+            elif put.written or put.error is not None:
+                self._close(put)
+            else:
+                self._write(put)
 
     def _write(self, put: _Put) -> None:
-        handle, ack = put.handle, lambda t, m: self._acked(put, t, m)
+        ack = functools.partial(self._acked, put)
         size = self._t.write_size
         pieces: Iterator[bytes]
         if put.data is not None:
@@ -1083,16 +1100,29 @@ class _PutBatch:
             pieces = (data[i : i + size] for i in range(0, len(data), size))
         else:
             pieces = iter(lambda: put.source.read(size), b"")
-        put.pending = 2  # FSETSTAT and CLOSE
+        put.pending += 1  # held while sending: acks the pipe reads meanwhile cannot end it
         offset = 0
         for piece in pieces:
             put.pending += 1
-            self._pipe.send(CMD_WRITE, handle, int64(offset), piece, then=ack)
+            self._pipe.send(CMD_WRITE, put.handle, int64(offset), piece, then=ack)
             offset += len(piece)
-        self._pipe.send(CMD_FSETSTAT, handle, _mode_attrs(put.upload.mode), then=ack)
-        self._pipe.send(CMD_CLOSE, handle, then=ack)
-        put.handle = b""
+        put.written = True
+        put.pending -= 1
         self._release(put)
+        if not put.pending:  # every WRITE acknowledged already (or none to send)
+            self._close(put)
+
+    def _close(self, put: _Put) -> None:
+        """Once every WRITE is acknowledged: the final mode (just before the rename, so
+        a run cut off before leaves a 0600 temp file), then CLOSE; only CLOSE after an
+        error."""
+        ack = functools.partial(self._acked, put)
+        if put.error is None:
+            put.pending += 1
+            self._pipe.send(CMD_FSETSTAT, put.handle, _mode_attrs(put.upload.mode), then=ack)
+        put.pending += 1
+        self._pipe.send(CMD_CLOSE, put.handle, then=ack)
+        put.handle = b""
 
     def _rename(self, put: _Put) -> None:
         if self._t.supports_posix_rename:
@@ -1173,6 +1203,21 @@ def _secret(env: str | None, file: Path | None, what: str) -> str | None:
 def _temp(full: str) -> str:
     parent, _, name = full.rpartition("/")
     return f"{parent}/{temp_name(name)}"
+
+
+def _create(sftp: paramiko.SFTPClient, full: str) -> paramiko.SFTPFile:
+    """A new file at ``full`` for writing, created 0600; one an interrupted run left
+    under that name is removed first (EXCL: never written into as it is)."""
+    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
+    path = sftp._adjust_cwd(full)
+    try:
+        t, msg = sftp._request(CMD_OPEN, path, flags, _mode_attrs(0o600))
+    except OSError:
+        _remove_quietly(sftp, full)
+        t, msg = sftp._request(CMD_OPEN, path, flags, _mode_attrs(0o600))
+    if t != CMD_HANDLE:
+        raise _StatusError("OPEN returned no handle")
+    return paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
 
 
 def _lstat_or_none(sftp: paramiko.SFTPClient, full: str) -> Any:

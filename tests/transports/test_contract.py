@@ -368,6 +368,25 @@ def test_delete_missing_is_success(server: Server, t: Transport) -> None:
     assert server.listing() == {}
 
 
+def test_delete_temps_removes_only_the_temp_names_of_the_paths(
+    server: Server, t: Transport
+) -> None:
+    """What an interrupted run left; missing, below a file or a symlink: nothing to do."""
+    t.put_file("a/x", b"x")
+    t.put_file(f"a/.x{TEMP_SUFFIX}", b"partial")
+    t.put_file(f"b/.gone{TEMP_SUFFIX}", b"partial")
+    t.put_file(f"b/.kept{TEMP_SUFFIX}", b"not one of the paths")
+    t.put_symlink("link", "a")
+    t.delete_temps(["a/x", "b/gone", "no/such/y", "a/x/below-a-file", "link/x"])
+    assert server.listing() == {
+        "a": ("dir",),
+        "a/x": ("file", b"x", 0o644),
+        "b": ("dir",),
+        f"b/.kept{TEMP_SUFFIX}": ("file", b"not one of the paths", 0o644),
+        "link": ("symlink", "a"),
+    }
+
+
 def test_delete_a_file_leaves_its_parents(server: Server, t: Transport) -> None:
     t.put_file("a/b/c.txt", b"c")
     t.delete("a/b/c.txt")
