@@ -27,8 +27,8 @@ from .errors import (
 from .git import MODE_FILE, RawEntry
 from .locking import server_lock
 from .log import get_logger
-from .marker import check_marker, read_marker, write_marker
-from .planning import Plan, plan, settle
+from .marker import check_marker, marker_agrees, read_marker, write_marker
+from .planning import Held, Plan, plan, settle
 from .records import (
     GROUP,
     CommandResult,
@@ -40,6 +40,7 @@ from .records import (
     utcnow,
 )
 from .selection import overlay, select_tree
+from .snapshots import EMPTY, TreeSnapshot
 from .transports import Transport, Upload
 
 if TYPE_CHECKING:
@@ -568,13 +569,18 @@ def _run_locked(
     _recover_committed(engine, deployment, marker)
     source = _source(engine, deployment)
     the_plan = plan(engine, deployment)
-    check_marker(marker, deployment, the_plan.start, override=override_marker)
+    if not marker_agrees(marker, the_plan.start):
+        held = held_by_marker(engine, deployment, marker)
+        check_marker(
+            marker, deployment, the_plan.start, override=override_marker, held=held.revision
+        )
+        the_plan = plan(engine, deployment, held=held)  # from what the server holds
     the_plan = settle(the_plan, transport)
     deployment = engine.history.update(
         deployment,
         status=DeploymentStatus.RUNNING,
         started_at=utcnow(),
-        start_revision=the_plan.start.end_revision if the_plan.start else None,
+        start_revision=the_plan.start_revision,
         start_deployment=the_plan.start.identifier if the_plan.start else None,
     )
     log.info("deployment.started", deployment=deployment.identifier, **the_plan.changeset.counts())
@@ -602,6 +608,48 @@ def _run_locked(
     log.info("deployment.completed", deployment=deployment.identifier)
     engine.emit("deployment.finished", deployment)
     return deployment
+
+
+def held_by_marker(engine: Engine, deployment: Deployment, marker: dict[str, str] | None) -> Held:
+    """What the server holds by its marker, when that disagrees with the history: the
+    snapshot of the deployment it names, else of its revision as a completed deployment
+    to this server or (no build commands) the source repository has it; else nothing we
+    know (EMPTY: every file is written, none deleted)."""
+    if marker is None:
+        return Held(EMPTY)
+    store = engine.snapshots
+    named = engine.history.find(str(marker.get("deployment", "")))
+    revision = str(marker.get("revision", ""))
+    if named is None or (named.project, named.server) != (deployment.project, deployment.server):
+        named = _completed_at(engine, deployment, revision)
+    tree = store.find_tree(named.identifier) if named is not None else None
+    if named is not None and tree is not None:
+        return Held(TreeSnapshot(store.repo, tree), named.end_revision, named)
+    tree = _source_tree(engine, deployment, revision)
+    return Held(EMPTY) if tree is None else Held(TreeSnapshot(store.repo, tree), revision)
+
+
+def _completed_at(engine: Engine, deployment: Deployment, revision: str) -> Deployment | None:
+    """The latest completed deployment of ``revision`` to the deployment's server."""
+    done = engine.history.query(
+        deployment.project, deployment.server, status=DeploymentStatus.COMPLETED, limit=1000
+    )
+    return next((d for d in done if d.end_revision == revision and not d.is_preview), None)
+
+
+def _source_tree(engine: Engine, deployment: Deployment, revision: str) -> str | None:
+    """What deploying ``revision`` from the source puts on the server (None: not a
+    revision of the source, or the project builds it, which the source does not say)."""
+    if not revision or engine.settings.get_project(deployment.project).build_commands:
+        return None
+    repo = engine.source(deployment.project)
+    try:
+        if repo.resolve(revision) != revision:  # a full revision, not a branch name
+            return None
+        tree = repo.tree_of(revision)
+    except DeployHQLiteError:
+        return None
+    return server_tree(engine, deployment.project, deployment.server, tree)
 
 
 def _source(engine: Engine, deployment: Deployment) -> git.Repository | None:

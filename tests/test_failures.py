@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from deployhq_lite.store import History, LockRecord
 from deployhq_lite.testing.gitrepo import Executable, Symlink, git
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.plugin import run_cli as run
+from deployhq_lite.testing.sshd import SSHServer
 
 MARKER = Path(".deployhq-lite/revision")
 LOCK_KEY = "website/production"
@@ -585,6 +587,118 @@ def test_marker_from_a_history_we_do_not_know_is_refused(site: Site, tmp_path: P
     assert marker(site) == theirs
     assert cli_deploy(site, "--override-marker").returncode == 0
     assert marker(site) != theirs
+
+
+def sftp_site(site: Site, sshd: SSHServer) -> None:
+    """Point the site's server at the real sshd over SFTP (the same root on this host)."""
+    keys = {
+        "host": f'"{sshd.host}"',
+        "port": str(sshd.port),
+        "user": f'"{sshd.user}"',
+        "key_path": f'"{sshd.user_key}"',
+        "known_hosts_path": f'"{sshd.known_hosts}"',
+        "use_agent": "false",
+    }
+    text = site.write_config().read_text().replace('"local"', '"ssh"')
+    site.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+
+
+WIPED = {"index.html": "v1", "css/site.css": "body{}", "bin/run": Executable("#!/bin/sh\n")}
+
+
+@pytest.mark.parametrize("over", ["local", "sftp"])
+def test_override_on_a_wiped_root_writes_every_file(
+    site: Site, over: str, request: pytest.FixtureRequest
+) -> None:
+    if over == "sftp":
+        sftp_site(site, request.getfixturevalue("sshd"))
+    site.repo.commit(WIPED)
+    lib_deploy(site)
+    second = site.repo.commit({**WIPED, "index.html": "v2", "new.txt": "n"})
+    shutil.rmtree(site.root)
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3, refused.stderr
+    [line] = error_lines(refused)
+    assert "has no deployhq-lite marker" in line
+    assert (
+        f"re-run with --override-marker to write every file of revision {second[:12]} "
+        "(the server is treated as empty)"
+    ) in line
+    assert not site.root.exists() or server_listing(site.root) == {}
+
+    done = cli_deploy(site, "--override-marker", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert server_listing(site.root) == revision_listing(site.repo.path, second)
+    deployed = json.loads(done.stdout)
+    assert deployed["status"] == "completed"
+    assert deployed["start_revision"] is None
+    assert json.loads(marker(site))["deployment"] == deployed["identifier"]
+    with closing(history(site)) as h:
+        outcomes = h.outcomes(deployed["identifier"])
+    assert sorted(o.path for o in outcomes) == ["bin/run", "css/site.css", "index.html", "new.txt"]
+    assert {o.change for o in outcomes} == {"added"}
+
+
+def test_override_from_a_marker_naming_a_known_revision_applies_only_the_diff(
+    site: Site,
+) -> None:
+    first_revision = site.repo.commit({"index.html": "v1", "keep.txt": "k", "old.txt": "o"})
+    first = lib_deploy(site)
+    v1_marker = marker(site)
+    site.repo.commit({"index.html": "v2", "keep.txt": "k2", "old.txt": "o"})
+    lib_deploy(site)
+    # someone put v1 back (keeping a local edit of keep.txt, which v1 -> v3 does not change)
+    (site.root / "index.html").write_text("v1")
+    (site.root / "keep.txt").write_text("edited here")
+    (site.root / MARKER).write_bytes(v1_marker)
+    third = site.repo.commit({"index.html": "v3", "keep.txt": "k", "old.txt": None, "new.txt": "n"})
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3, refused.stderr
+    [line] = error_lines(refused)
+    assert (
+        f"re-run with --override-marker to deploy the changes from revision "
+        f"{first_revision[:12]} to revision {third[:12]}"
+    ) in line
+
+    done = cli_deploy(site, "--override-marker", "--json")
+
+    assert done.returncode == 0, done.stderr
+    deployed = json.loads(done.stdout)
+    assert deployed["start_revision"] == first_revision
+    assert site.files() == {"index.html": b"v3", "keep.txt": b"edited here", "new.txt": b"n"}
+    with closing(history(site)) as h:
+        changes = {(o.path, o.change) for o in h.outcomes(deployed["identifier"])}
+        recorded = h.find(deployed["identifier"])
+    assert changes == {("index.html", "modified"), ("new.txt", "added"), ("old.txt", "deleted")}
+    assert recorded is not None and recorded.start_deployment == first.identifier
+
+
+def test_override_from_a_marker_naming_an_unknown_revision_deletes_nothing(site: Site) -> None:
+    site.repo.commit({"index.html": "v1"})
+    lib_deploy(site)
+    body = json.loads(marker(site))
+    body.update(revision="f" * 40, deployment=str(uuid.uuid4()))
+    (site.root / MARKER).write_text(json.dumps(body))
+    (site.root / "theirs.txt").write_text("not ours")
+    second = site.repo.commit({"index.html": "v2", "more.txt": "m"})
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3, refused.stderr
+    [line] = error_lines(refused)
+    assert f"to write every file of revision {second[:12]}" in line
+    assert "nothing on it is deleted" in line
+
+    done = cli_deploy(site, "--override-marker", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["start_revision"] is None
+    assert site.files() == {"index.html": b"v2", "more.txt": b"m", "theirs.txt": b"not ours"}
 
 
 # -- (f) rollback after the source history was rewritten and collected ----------------------
