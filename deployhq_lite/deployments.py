@@ -25,7 +25,7 @@ from .errors import (
     TransportError,
 )
 from .git import MODE_FILE, RawEntry
-from .locking import server_lock
+from .locking import looks_alive, server_lock
 from .log import get_logger
 from .marker import check_marker, marker_agrees, read_marker, write_marker
 from .planning import Held, Plan, plan, settle
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from . import git
     from .config import SSHCommandConfig
     from .engine import Engine
+    from .store import LockRecord
 
 ROLLBACK_CONFIG_FILES = "Cannot rollback a config files deployment"
 ROLLBACK_NO_SERVER = "Deployment has no parent server"
@@ -522,7 +523,7 @@ def run_deployment(
             engine.history, key, deployment.identifier, break_lock=break_lock
         ) as pushed_aside:
             if pushed_aside is not None:
-                _mark_interrupted(engine, pushed_aside.deployment)
+                _interrupt_holder(engine, pushed_aside, by=deployment.identifier)
             report_phase(on_progress, Phase.CONNECTING)
             with engine.transport(deployment.project, deployment.server) as transport:
                 return _run_locked(engine, deployment, transport, override_marker, on_progress)
@@ -546,15 +547,14 @@ def _mark_failed(engine: Engine, deployment: Deployment, error: str) -> None:
     engine.emit("deployment.finished", failed)
 
 
-def _mark_interrupted(engine: Engine, identifier: str) -> None:
-    stale = engine.history.find(identifier)
-    if stale is not None and stale.status is DeploymentStatus.RUNNING:
-        engine.history.update(
-            stale,
-            status=DeploymentStatus.FAILED,
-            completed_at=utcnow(),
-            error="interrupted: its lock was broken by a later deployment",
-        )
+def _interrupt_holder(engine: Engine, holder: LockRecord, *, by: str) -> None:
+    """Finish what the holder of a broken lock left unfinished (pending, say, if it was
+    killed while connecting, or running), with a reason; unless its process still runs
+    here, its group deployment and the group's other unfinished servers too."""
+    why = f"its lock was broken by deployment {by}"
+    whole_group = not looks_alive(holder.owner)
+    for failed in engine.history.interrupt(holder.deployment, why, whole_group=whole_group):
+        log.warning("deployment.interrupted", deployment=failed.identifier, error=failed.error)
 
 
 def _run_locked(

@@ -24,20 +24,32 @@ def owner_label() -> str:
     return f"{user}@{socket.gethostname()}:{os.getpid()}"
 
 
+def _local_pid(owner: str) -> int | None:
+    """The process id of an owner (``user@host:pid``, maybe followed by ``/name``) that
+    ran on this host (None: another host's, or not a label we made)."""
+    host_pid = owner.rpartition("@")[2]
+    host, _, pid = host_pid.partition("/")[0].rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
 def looks_stale(owner: str) -> bool:
     """True when the owner (``user@host:pid``, maybe followed by ``/name``) ran on this
     host and its process is gone."""
-    host_pid = owner.rpartition("@")[2]
-    host, _, pid = host_pid.partition("/")[0].rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    pid = _local_pid(owner)
+    if pid is None:
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
     return False
+
+
+def looks_alive(owner: str) -> bool:
+    """True when the owner runs on this host and its process is still there."""
+    return _local_pid(owner) is not None and not looks_stale(owner)
 
 
 def take_lock(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import deployhq_lite as dhq
 from deployhq_lite.records import utcnow
 from deployhq_lite.store import History, LockRecord
 from deployhq_lite.testing.gitrepo import Executable, Symlink, git
-from deployhq_lite.testing.plugin import Site
+from deployhq_lite.testing.plugin import CLI, Site
 from deployhq_lite.testing.plugin import run_cli as run
 from deployhq_lite.testing.sshd import SSHServer
 
@@ -515,6 +517,130 @@ def test_lock_of_a_dead_local_process_is_called_stale(site: Site) -> None:
         dhq.deploy("website", "production", config=site.config)
     assert "stale" in str(raised.value)
     assert "--break-lock" in str(raised.value)
+
+
+def hanging_ssh(name: str, sshd: SSHServer, port: int, root: Path) -> str:
+    """A server table whose SSH connect hangs: ``port`` listens and never answers."""
+    return (
+        f"\n[projects.website.servers.{name}]\n"
+        f'name = "{name}"\nprotocol_type = "ssh"\nroot = "{root}"\nhost = "127.0.0.1"\n'
+        f'port = {port}\nuser = "{sshd.user}"\nkey_path = "{sshd.user_key}"\n'
+        f'known_hosts_path = "{sshd.known_hosts}"\nuse_agent = false\n'
+        "connect_timeout = 600\n"
+    )
+
+
+def hanging_production(site: Site, sshd: SSHServer) -> None:
+    """The site's server ``production`` over SSH to a port that will never answer."""
+    text = site.write_config().read_text()
+    head = text[: text.index("[projects.website.servers.production]")]
+    hanging = hanging_ssh("production", sshd, 0, site.root)
+    site.config.write_text(head + hanging.replace("port = 0", "port = HANGING_PORT"))
+
+
+def kill_while_connecting(site: Site, *args: str) -> None:
+    """Run ``deploy`` in a child process and SIGKILL it once it connects to a socket that
+    never answers: after it took the server's lock, before its deployment was running."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        site.config.write_text(site.config.read_text().replace("HANGING_PORT", str(port)))
+        child = subprocess.Popen(
+            [str(CLI), "deploy", "website", *args, "--config", str(site.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            listener.settimeout(120)
+            connection, _ = listener.accept()  # the child holds the lock now
+            with connection:
+                child.send_signal(signal.SIGKILL)
+                child.wait(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_break_lock_finishes_a_deployment_killed_while_pending(site: Site, sshd: SSHServer) -> None:
+    revision = site.repo.commit({"index.html": "v1"})
+    hanging_production(site, sshd)
+    kill_while_connecting(site, "--server", "production")
+    with closing(history(site)) as h:
+        [killed] = h.query("website", "production")
+    assert killed.status is dhq.DeploymentStatus.PENDING  # what the kill left
+    site.write_config()  # the server answers again
+
+    refused = cli_deploy(site)
+    assert refused.returncode == 3
+    assert "stale" in error_lines(refused)[0]
+
+    done = cli_deploy(site, "--break-lock", "--json")
+
+    assert done.returncode == 0, done.stderr
+    with closing(history(site)) as h:
+        old = h.find(killed.identifier)
+    assert old is not None
+    assert old.status is dhq.DeploymentStatus.FAILED
+    assert old.completed_at is not None
+    assert old.error is not None
+    assert "interrupted: its lock was broken by deployment" in old.error
+    assert json.loads(done.stdout)["identifier"] in old.error
+    assert server_listing(site.root) == revision_listing(site.repo.path, revision)
+
+
+def test_worker_finishes_a_deployment_killed_while_pending(site: Site, sshd: SSHServer) -> None:
+    site.repo.commit({"index.html": "v1"})
+    hanging_production(site, sshd)
+    kill_while_connecting(site, "--server", "production")
+    with closing(history(site)) as h:
+        [killed] = h.query("website", "production")
+    assert killed.status is dhq.DeploymentStatus.PENDING
+
+    done = run("worker", "--once", "--config", site.config)
+
+    assert done.returncode == 0, done.stderr
+    with closing(history(site)) as h:
+        old = h.find(killed.identifier)
+        taken, holder = h.try_lock(LockRecord(LOCK_KEY, "probe", "test", utcnow()))
+    assert old is not None and old.status is dhq.DeploymentStatus.FAILED
+    assert old.error is not None and old.error.startswith("interrupted: its ")
+    assert taken and holder is None  # its lock was freed
+
+
+def test_break_lock_finishes_a_group_deployment_killed_while_pending(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    site.repo.commit({"index.html": "v1"})
+    group = (
+        "\n[projects.website.server_groups.web]\n"
+        'name = "Web"\nservers = ["production", "second"]\ntransfer_order = "sequential"\n'
+    )
+    hanging = hanging_ssh("second", sshd, 0, tmp_path / "www2")
+    site.write_config(hanging.replace("port = 0", "port = HANGING_PORT") + group)
+    kill_while_connecting(site, "--server", "web")
+    with closing(history(site)) as h:
+        [parent] = h.query("website", "web")
+        members = {m.server: m for m in h.members(parent.identifier)}
+    assert parent.status is dhq.DeploymentStatus.RUNNING
+    assert members["production"].status is dhq.DeploymentStatus.COMPLETED
+    assert members["second"].status is dhq.DeploymentStatus.PENDING
+    local = f'\n[projects.website.servers.second]\nroot = "{tmp_path / "www2"}"\n'
+    site.write_config(local + 'protocol_type = "local"\nname = "second"\n' + group)
+
+    done = run("deploy", "website", "--server", "second", "--break-lock", "--config", site.config)
+
+    assert done.returncode == 0, done.stderr
+    with closing(history(site)) as h:
+        parent_now = h.find(parent.identifier)
+        second_now = h.find(members["second"].identifier)
+        first_now = h.find(members["production"].identifier)
+    for finished in (parent_now, second_now):
+        assert finished is not None
+        assert finished.status is dhq.DeploymentStatus.FAILED
+        assert finished.error is not None
+        assert "interrupted: its lock was broken by deployment" in finished.error
+    assert first_now is not None and first_now.status is dhq.DeploymentStatus.COMPLETED
 
 
 # -- (e) the server marker -------------------------------------------------------------------
