@@ -128,7 +128,7 @@ def create_deployment(
         )
     config = engine.settings.get_project(project)
     repo, store = engine.source(project), engine.snapshots.repo
-    end_revision = repo.resolve(revision or config.branch)
+    end_revision = repo.resolve(revision) if revision else repo.resolve_branch(config.branch)
     end_tree: str | None = None
     if config_files_only:
         files = config_file_entries(engine, project, server)

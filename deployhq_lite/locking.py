@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from .errors import DeploymentLockedError
@@ -63,6 +63,24 @@ def take_lock(
     return acquired, holder
 
 
+def check_unlocked(history: History, server_keys: Iterable[str]) -> None:
+    """Refuse as :func:`server_lock` would when one of the servers is locked now: run
+    before a deployment is recorded, a refused one leaves no history row."""
+    for key in server_keys:
+        holder = history.find_lock(key)
+        if holder is not None:
+            raise _locked(holder)
+
+
+def _locked(holder: LockRecord) -> DeploymentLockedError:
+    stale = " (its process is gone: the lock looks stale)" if looks_stale(holder.owner) else ""
+    return DeploymentLockedError(
+        f"server {holder.server_key} is locked by deployment {holder.deployment} "
+        f"({holder.owner}) since {holder.acquired_at}{stale}; if that deployment is "
+        "no longer running, re-run with --break-lock"
+    )
+
+
 @contextmanager
 def server_lock(
     history: History,
@@ -80,12 +98,7 @@ def server_lock(
     acquired, holder = take_lock(history, mine, steal=break_lock, break_stale=break_stale)
     if not acquired:
         assert holder is not None
-        stale = " (its process is gone: the lock looks stale)" if looks_stale(holder.owner) else ""
-        raise DeploymentLockedError(
-            f"server {server_key} is locked by deployment {holder.deployment} "
-            f"({holder.owner}) since {holder.acquired_at}{stale}; if that deployment is "
-            "no longer running, re-run with --break-lock"
-        )
+        raise _locked(holder)
     if holder is not None:
         log.warning(
             "lock.broken",

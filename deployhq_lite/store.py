@@ -542,6 +542,10 @@ class History:
             )
         return True, holder
 
+    def find_lock(self, server_key: str) -> LockRecord | None:
+        row = self._db.execute("SELECT * FROM locks WHERE server_key = ?", (server_key,)).fetchone()
+        return None if row is None else LockRecord(*row)
+
     def unlock(self, server_key: str, deployment: str) -> None:
         with self._transaction() as db:
             db.execute(

@@ -643,6 +643,62 @@ def test_break_lock_finishes_a_group_deployment_killed_while_pending(
     assert first_now is not None and first_now.status is dhq.DeploymentStatus.COMPLETED
 
 
+def deployment_count(site: Site) -> int:
+    with closing(history(site)) as h:
+        return h.count("website") + h.count("website", "production")
+
+
+def test_a_deploy_refused_by_the_lock_records_no_deployment(site: Site, tmp_path: Path) -> None:
+    site.repo.commit({"index.html": "v1"})
+    first = lib_deploy(site)
+    site.repo.commit({"index.html": "v2"})
+    lib_deploy(site)
+    site.write_config(
+        f'\n[projects.website.servers.second]\nname = "Second"\nprotocol_type = "local"\n'
+        f'root = "{tmp_path / "www2"}"\n'
+        '\n[projects.website.server_groups.web]\nservers = ["second", "production"]\n'
+    )
+    before = deployment_count(site)
+    hold_lock(site, "alice@build-box:4242")
+
+    refusals = [
+        cli_deploy(site),
+        cli_deploy(site, "--json"),
+        run("deploy", "website", "--server", "web", "--config", site.config),
+        run("rollback", "website", first.identifier, "--config", site.config),
+    ]
+
+    for refused in refusals:
+        assert refused.returncode == 3, refused.stderr
+        assert "locked by deployment deployment-elsewhere" in refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert deployment_count(site) == before
+    assert not (tmp_path / "www2").exists()  # the group's other server was not touched
+
+
+def test_a_queued_deployment_waits_for_the_lock_and_is_recorded(site: Site) -> None:
+    from deployhq_lite.deployments import create_deployment
+    from deployhq_lite.engine import Engine
+
+    revision = site.repo.commit({"index.html": "v1"})
+    hold_lock(site, "alice@build-box:4242")
+    with Engine(site.config) as engine:
+        queued = create_deployment(engine, "website", "production")
+
+    held_back = run("worker", "--once", "--config", site.config)
+
+    assert held_back.returncode == 0, held_back.stderr
+    with closing(history(site)) as h:
+        still = h.find(queued.identifier)
+        h.unlock(LOCK_KEY, "deployment-elsewhere")
+    assert still is not None and still.status is dhq.DeploymentStatus.PENDING
+    assert run("worker", "--once", "--config", site.config).returncode == 0
+    with closing(history(site)) as h:
+        done = h.find(queued.identifier)
+    assert done is not None and done.status is dhq.DeploymentStatus.COMPLETED
+    assert server_listing(site.root) == revision_listing(site.repo.path, revision)
+
+
 # -- (e) the server marker -------------------------------------------------------------------
 
 
@@ -971,3 +1027,49 @@ def test_a_deployment_cut_off_after_its_marker_is_recovered_as_completed(site: S
         recovered = h.find(second.identifier)
     assert recovered is not None and recovered.status is DeploymentStatus.COMPLETED
     assert site.files() == {"a.txt": b"one", "b.txt": b"two", "c.txt": b"three"}
+
+
+# -- (g) one clear line for a root that is a file and a branch with no commits ---------------
+
+
+@pytest.mark.parametrize("where", ["root", "parent"])
+def test_a_root_that_is_a_file_is_one_line_and_nothing_is_written(
+    site: Site, tmp_path: Path, where: str
+) -> None:
+    site.repo.commit({"index.html": "v1"})
+    afile = tmp_path / "www-file"
+    afile.write_bytes(b"someone's file")
+    site.root = afile if where == "root" else afile / "site"
+    site.write_config()
+
+    done = cli_deploy(site)
+
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: server website/production: root {site.root} is not a directory")
+    if where == "parent":
+        assert line.endswith(f"(cannot be made: {afile} is a file)")
+    assert afile.read_bytes() == b"someone's file"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("www")) == ["www-file"]
+
+
+@pytest.mark.parametrize("repository", ["empty", "other-branch"])
+def test_a_branch_with_no_commits_is_one_line(site: Site, repository: str) -> None:
+    if repository == "empty":
+        repo_path = site.repo.path.with_name("empty-repo")
+        git("init", "-q", "-b", "main", str(repo_path), cwd=repo_path.parent)
+    else:  # commits, but on another branch only
+        site.repo.commit({"index.html": "v1"})
+        git("branch", "-m", "main", "trunk", cwd=site.repo.path)
+        repo_path = site.repo.path
+    site.config.write_text(site.config.read_text().replace(f'"{site.repo.path}"', f'"{repo_path}"'))
+
+    done = cli_deploy(site)
+
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: repository {repo_path} has no commits on branch 'main'"
+    ]
+    assert not site.root.exists()
+    with closing(history(site)) as h:
+        assert h.count("website") == 0
