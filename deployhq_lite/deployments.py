@@ -25,10 +25,10 @@ from .errors import (
     TransportError,
 )
 from .git import MODE_FILE, RawEntry
-from .locking import server_lock
+from .locking import looks_alive, server_lock
 from .log import get_logger
-from .marker import check_marker, read_marker, write_marker
-from .planning import Plan, plan, prunable, settle
+from .marker import check_marker, marker_agrees, read_marker, write_marker
+from .planning import Held, Plan, plan, prunable, settle
 from .records import (
     GROUP,
     CommandResult,
@@ -40,12 +40,14 @@ from .records import (
     utcnow,
 )
 from .selection import overlay, select_tree
+from .snapshots import EMPTY, TreeSnapshot
 from .transports import Transport, Upload
 
 if TYPE_CHECKING:
     from . import git
     from .config import SSHCommandConfig
     from .engine import Engine
+    from .store import LockRecord
 
 ROLLBACK_CONFIG_FILES = "Cannot rollback a config files deployment"
 ROLLBACK_NO_SERVER = "Deployment has no parent server"
@@ -126,7 +128,7 @@ def create_deployment(
         )
     config = engine.settings.get_project(project)
     repo, store = engine.source(project), engine.snapshots.repo
-    end_revision = repo.resolve(revision or config.branch)
+    end_revision = repo.resolve(revision) if revision else repo.resolve_branch(config.branch)
     end_tree: str | None = None
     if config_files_only:
         files = config_file_entries(engine, project, server)
@@ -538,7 +540,7 @@ def run_deployment(
             engine.history, key, deployment.identifier, break_lock=break_lock
         ) as pushed_aside:
             if pushed_aside is not None:
-                _mark_interrupted(engine, pushed_aside.deployment)
+                _interrupt_holder(engine, pushed_aside, by=deployment.identifier)
             report_phase(on_progress, Phase.CONNECTING)
             with engine.transport(deployment.project, deployment.server) as transport:
                 return _run_locked(engine, deployment, transport, override_marker, on_progress)
@@ -562,15 +564,14 @@ def _mark_failed(engine: Engine, deployment: Deployment, error: str) -> None:
     engine.emit("deployment.finished", failed)
 
 
-def _mark_interrupted(engine: Engine, identifier: str) -> None:
-    stale = engine.history.find(identifier)
-    if stale is not None and stale.status is DeploymentStatus.RUNNING:
-        engine.history.update(
-            stale,
-            status=DeploymentStatus.FAILED,
-            completed_at=utcnow(),
-            error="interrupted: its lock was broken by a later deployment",
-        )
+def _interrupt_holder(engine: Engine, holder: LockRecord, *, by: str) -> None:
+    """Finish what the holder of a broken lock left unfinished (pending, say, if it was
+    killed while connecting, or running), with a reason; unless its process still runs
+    here, its group deployment and the group's other unfinished servers too."""
+    why = f"its lock was broken by deployment {by}"
+    whole_group = not looks_alive(holder.owner)
+    for failed in engine.history.interrupt(holder.deployment, why, whole_group=whole_group):
+        log.warning("deployment.interrupted", deployment=failed.identifier, error=failed.error)
 
 
 def _run_locked(
@@ -585,13 +586,18 @@ def _run_locked(
     _recover_committed(engine, deployment, marker)
     source = _source(engine, deployment)
     the_plan = plan(engine, deployment)
-    check_marker(marker, deployment, the_plan.start, override=override_marker)
+    if not marker_agrees(marker, the_plan.start):
+        held = held_by_marker(engine, deployment, marker)
+        check_marker(
+            marker, deployment, the_plan.start, override=override_marker, held=held.revision
+        )
+        the_plan = plan(engine, deployment, held=held)  # from what the server holds
     the_plan = settle(the_plan, transport)
     deployment = engine.history.update(
         deployment,
         status=DeploymentStatus.RUNNING,
         started_at=utcnow(),
-        start_revision=the_plan.start.end_revision if the_plan.start else None,
+        start_revision=the_plan.start_revision,
         start_deployment=the_plan.start.identifier if the_plan.start else None,
     )
     log.info("deployment.started", deployment=deployment.identifier, **the_plan.changeset.counts())
@@ -619,6 +625,48 @@ def _run_locked(
     log.info("deployment.completed", deployment=deployment.identifier)
     engine.emit("deployment.finished", deployment)
     return deployment
+
+
+def held_by_marker(engine: Engine, deployment: Deployment, marker: dict[str, str] | None) -> Held:
+    """What the server holds by its marker, when that disagrees with the history: the
+    snapshot of the deployment it names, else of its revision as a completed deployment
+    to this server or (no build commands) the source repository has it; else nothing we
+    know (EMPTY: every file is written, none deleted)."""
+    if marker is None:
+        return Held(EMPTY)
+    store = engine.snapshots
+    named = engine.history.find(str(marker.get("deployment", "")))
+    revision = str(marker.get("revision", ""))
+    if named is None or (named.project, named.server) != (deployment.project, deployment.server):
+        named = _completed_at(engine, deployment, revision)
+    tree = store.find_tree(named.identifier) if named is not None else None
+    if named is not None and tree is not None:
+        return Held(TreeSnapshot(store.repo, tree), named.end_revision, named)
+    tree = _source_tree(engine, deployment, revision)
+    return Held(EMPTY) if tree is None else Held(TreeSnapshot(store.repo, tree), revision)
+
+
+def _completed_at(engine: Engine, deployment: Deployment, revision: str) -> Deployment | None:
+    """The latest completed deployment of ``revision`` to the deployment's server."""
+    done = engine.history.query(
+        deployment.project, deployment.server, status=DeploymentStatus.COMPLETED, limit=1000
+    )
+    return next((d for d in done if d.end_revision == revision and not d.is_preview), None)
+
+
+def _source_tree(engine: Engine, deployment: Deployment, revision: str) -> str | None:
+    """What deploying ``revision`` from the source puts on the server (None: not a
+    revision of the source, or the project builds it, which the source does not say)."""
+    if not revision or engine.settings.get_project(deployment.project).build_commands:
+        return None
+    repo = engine.source(deployment.project)
+    try:
+        if repo.resolve(revision) != revision:  # a full revision, not a branch name
+            return None
+        tree = repo.tree_of(revision)
+    except DeployHQLiteError:
+        return None
+    return server_tree(engine, deployment.project, deployment.server, tree)
 
 
 def _source(engine: Engine, deployment: Deployment) -> git.Repository | None:

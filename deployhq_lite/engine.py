@@ -344,6 +344,8 @@ class Engine:
         ``on_output`` gets each line the build commands print."""
         from . import deployments
 
+        if not break_lock:  # a refusal records nothing
+            self._check_unlocked(project, server)
         deployment = deployments.create_deployment(
             self,
             project,
@@ -401,6 +403,8 @@ class Engine:
         from . import deployments
 
         mode = DeploymentMode(mode)
+        if mode is DeploymentMode.QUEUE and not break_lock:  # a refusal records nothing
+            self._check_unlocked(project, self.get_deployment(project, deployment).server)
         created = deployments.create_rollback(
             self,
             project,
@@ -420,6 +424,14 @@ class Engine:
             on_progress=on_progress,
             on_output=on_output,
         )
+
+    def _check_unlocked(self, project: str, server: str) -> None:
+        """Refuse now if the server (a group's: any member) is locked by another run."""
+        from .locking import check_unlocked
+
+        group = self.settings.find_group(project, server)
+        servers = group.servers if group is not None else [server]
+        check_unlocked(self.history, [f"{project}/{name}" for name in servers])
 
     def get_preview(self, project: str, identifier: str) -> Preview:
         deployment = self.get_deployment(project, identifier)

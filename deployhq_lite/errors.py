@@ -94,6 +94,17 @@ class RevisionNotFoundError(RepositoryError):
         self.repository = repository
 
 
+class BranchNotFoundError(RevisionNotFoundError):
+    """The configured branch has no commits: an empty repository, or no such branch."""
+
+    def __init__(self, branch: str, repository: str) -> None:
+        RepositoryError.__init__(
+            self, f"repository {repository} has no commits on branch {branch!r}"
+        )
+        self.spec = branch
+        self.repository = repository
+
+
 class UnsafePathError(RepositoryError):
     """A tree path that could escape the server root or clobber our own files."""
 

@@ -21,7 +21,13 @@ import pygit2
 from pygit2.enums import FileMode
 
 from . import gitobjects, names
-from .errors import RepositoryError, RevisionNotFoundError, StoreError, UnsafePathError
+from .errors import (
+    BranchNotFoundError,
+    RepositoryError,
+    RevisionNotFoundError,
+    StoreError,
+    UnsafePathError,
+)
 from .transports.base import BytesSource, Source
 
 MODE_FILE = 0o100644
@@ -77,6 +83,14 @@ class Repository:
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
             raise RevisionNotFoundError(spec, self.path) from None
         return str(commit.id)
+
+    def resolve_branch(self, branch: str) -> str:
+        """The revision at the head of a configured ``branch`` (any spec :meth:`resolve`
+        takes); one with no commits, or none at all here, is refused as such."""
+        try:
+            return self.resolve(branch)
+        except RevisionNotFoundError:
+            raise BranchNotFoundError(branch, self.path) from None
 
     def tree_of(self, revision: str) -> str:
         try:

@@ -63,7 +63,8 @@ def create_group_deployment(
     """Record a deployment of ``revision`` to every server of group ``key``."""
     config = engine.settings.get_project(project)
     group = config.server_groups[key]
-    end_revision = engine.source(project).resolve(revision or config.branch)
+    repo = engine.source(project)
+    end_revision = repo.resolve(revision) if revision else repo.resolve_branch(config.branch)
     parent = new_deployment(
         engine,
         project,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from .errors import DeploymentLockedError
@@ -24,20 +24,32 @@ def owner_label() -> str:
     return f"{user}@{socket.gethostname()}:{os.getpid()}"
 
 
+def _local_pid(owner: str) -> int | None:
+    """The process id of an owner (``user@host:pid``, maybe followed by ``/name``) that
+    ran on this host (None: another host's, or not a label we made)."""
+    host_pid = owner.rpartition("@")[2]
+    host, _, pid = host_pid.partition("/")[0].rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
 def looks_stale(owner: str) -> bool:
     """True when the owner (``user@host:pid``, maybe followed by ``/name``) ran on this
     host and its process is gone."""
-    host_pid = owner.rpartition("@")[2]
-    host, _, pid = host_pid.partition("/")[0].rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    pid = _local_pid(owner)
+    if pid is None:
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
     return False
+
+
+def looks_alive(owner: str) -> bool:
+    """True when the owner runs on this host and its process is still there."""
+    return _local_pid(owner) is not None and not looks_stale(owner)
 
 
 def take_lock(
@@ -49,6 +61,24 @@ def take_lock(
     if not acquired and break_stale and holder is not None and looks_stale(holder.owner):
         acquired, holder = history.try_lock(mine, steal=True)
     return acquired, holder
+
+
+def check_unlocked(history: History, server_keys: Iterable[str]) -> None:
+    """Refuse as :func:`server_lock` would when one of the servers is locked now: run
+    before a deployment is recorded, a refused one leaves no history row."""
+    for key in server_keys:
+        holder = history.find_lock(key)
+        if holder is not None:
+            raise _locked(holder)
+
+
+def _locked(holder: LockRecord) -> DeploymentLockedError:
+    stale = " (its process is gone: the lock looks stale)" if looks_stale(holder.owner) else ""
+    return DeploymentLockedError(
+        f"server {holder.server_key} is locked by deployment {holder.deployment} "
+        f"({holder.owner}) since {holder.acquired_at}{stale}; if that deployment is "
+        "no longer running, re-run with --break-lock"
+    )
 
 
 @contextmanager
@@ -68,12 +98,7 @@ def server_lock(
     acquired, holder = take_lock(history, mine, steal=break_lock, break_stale=break_stale)
     if not acquired:
         assert holder is not None
-        stale = " (its process is gone: the lock looks stale)" if looks_stale(holder.owner) else ""
-        raise DeploymentLockedError(
-            f"server {server_key} is locked by deployment {holder.deployment} "
-            f"({holder.owner}) since {holder.acquired_at}{stale}; if that deployment is "
-            "no longer running, re-run with --break-lock"
-        )
+        raise _locked(holder)
     if holder is not None:
         log.warning(
             "lock.broken",

@@ -26,17 +26,26 @@ def read_marker(transport: Transport) -> dict[str, str] | None:
     return data if isinstance(data, dict) else {"revision": "?", "deployment": "?"}
 
 
+def marker_agrees(marker: dict[str, str] | None, start: Deployment | None) -> bool:
+    """Whether the server's marker names what the history says is there."""
+    if marker is None or start is None:
+        return marker is None and start is None
+    return marker.get("deployment") == start.identifier
+
+
 def check_marker(
     marker: dict[str, str] | None,
     deployment: Deployment,
     start: Deployment | None,
     *,
     override: bool,
+    held: str | None = None,
 ) -> None:
-    """Refuse when the server's marker disagrees with the history (someone else deployed)."""
-    if marker is None and start is None:
-        return
-    if marker is not None and start is not None and marker.get("deployment") == start.identifier:
+    """Refuse when the server's marker disagrees with the history (someone else deployed,
+    or the root was wiped), saying what ``--override-marker`` does then: deploy the
+    changes from ``held`` (the marker's revision, when we have its snapshot) or, without
+    it, write every file as if the server were empty."""
+    if marker_agrees(marker, start):
         return
     server = f"{deployment.project}/{deployment.server}"
     if marker is None:
@@ -59,9 +68,18 @@ def check_marker(
     if override:
         log.warning("marker.overridden", deployment=deployment.identifier, problem=problem)
         return
+    end = deployment.end_revision[:12]
+    if held is not None:
+        does = f"to deploy the changes from revision {held[:12]} to revision {end}"
+    elif marker is None:
+        does = f"to write every file of revision {end} (the server is treated as empty)"
+    else:
+        does = (
+            f"to write every file of revision {end} (its revision is unknown here: the "
+            "server is treated as empty and nothing on it is deleted)"
+        )
     raise MarkerMismatchError(
-        f"{problem}; check what is deployed there, then re-run with --override-marker "
-        "to deploy over it"
+        f"{problem}; check what is deployed there, then re-run with --override-marker {does}"
     )
 
 

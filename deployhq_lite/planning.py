@@ -8,7 +8,7 @@ against the server itself before anything is written, so every run converges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .changeset import (
@@ -29,25 +29,47 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """What a server holds by its marker, when that overrides the history: the snapshot
+    of the marker's revision (EMPTY: none we know, or no marker) and who put it there."""
+
+    snapshot: Snapshot
+    revision: str | None = None
+    deployment: Deployment | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     start: Deployment | None
     end: Snapshot
     changeset: Changeset
     uncertain: frozenset[str] = frozenset()  # paths unfinished deployments may have left
     prune: tuple[str, ...] = ()  # directories found where files must go, or left emptied
+    held: Held | None = None  # the marker's word, taken over the history's (--override-marker)
+
+    @property
+    def start_revision(self) -> str | None:
+        if self.held is not None:
+            return self.held.revision
+        return self.start.end_revision if self.start else None
 
 
-def plan(engine: Engine, deployment: Deployment) -> Plan:
+def plan(engine: Engine, deployment: Deployment, *, held: Held | None = None) -> Plan:
     """What running ``deployment`` now would change on its server.
 
     Paths that deployments which failed (or were cut off) since the last completed one
     may have touched are *uncertain*: the server holds the old state, the new one, or
     half of a type change. Here they are planned as rewrites to the target; at run time
     :func:`settle` looks at what the server really holds at those paths.
+
+    With ``held`` (the server's marker overrides the history) the changes go from what
+    the marker names instead, and nothing the history knows is uncertain there.
     """
     history, store = engine.history, engine.snapshots
     latest = history.find_latest_completed(deployment.project, deployment.server)
-    start = _stored_snapshot(engine, latest) if latest else EMPTY
+    if held is not None:
+        latest = held.deployment
+    start = held.snapshot if held else _stored_snapshot(engine, latest) if latest else EMPTY
     assert deployment.end_tree is not None
     end = TreeSnapshot(store.repo, deployment.end_tree)
     changeset = changes_between(start, end)
@@ -66,7 +88,7 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
         for d in history.unfinished_since(
             deployment.project, deployment.server, latest.seq if latest else 0
         )
-        if d.identifier != deployment.identifier
+        if d.identifier != deployment.identifier and held is None
     ]
     uncertain = _touched_by(engine, unfinished)
     if uncertain:
@@ -74,7 +96,7 @@ def plan(engine: Engine, deployment: Deployment) -> Plan:
         guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
         changeset = Changeset.of([*kept, *guessed])
     _refuse_bad_symlink_targets(engine, changeset)
-    return Plan(latest, end, changeset, uncertain)
+    return Plan(latest, end, changeset, uncertain, held=held)
 
 
 def _refuse_symlinked_writes(changeset: Changeset, start: Snapshot, end: Snapshot) -> None:
@@ -162,13 +184,7 @@ def settle(the_plan: Plan, transport: Transport) -> Plan:
             settled.append(FileChange(ChangeKind.DELETED, path, None, None))
         elif not under_symlink:  # already gone: the failed run may have emptied its parents
             prune.extend(_parents(path))
-    return Plan(
-        the_plan.start,
-        the_plan.end,
-        Changeset.of([*kept, *settled]),
-        the_plan.uncertain,
-        tuple(prune),
-    )
+    return replace(the_plan, changeset=Changeset.of([*kept, *settled]), prune=tuple(prune))
 
 
 def prunable(the_plan: Plan) -> list[str]:

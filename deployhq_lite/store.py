@@ -387,6 +387,20 @@ class History:
                 failed.append(_interrupt(db, row, f"its process {lock['owner']} stopped"))
         return failed
 
+    def interrupt(self, identifier: str, why: str, *, whole_group: bool) -> list[Deployment]:
+        """Fail deployment ``identifier`` if it is unfinished (any status in
+        ``records.UNFINISHED``: its process stopped before or while running it) and drop
+        its locks; with ``whole_group``, a member's unfinished group deployment and its
+        other unfinished members too. Returns the deployment failed (the group's)."""
+        with self._transaction() as db:
+            row = _unfinished(db, identifier)
+            found = db.execute(
+                "SELECT group_id FROM deployments WHERE identifier = ?", (identifier,)
+            ).fetchone()
+            group = found[0] if found is not None and whole_group else None
+            row = (_unfinished(db, group) if group else None) or row
+            return [] if row is None else [_interrupt(db, row, why)]
+
     # -- publish events (stacks) ---------------------------------------------------------
 
     def add_publish_events(self, deployment: str, events: Sequence[PublishEvent]) -> None:
@@ -527,6 +541,10 @@ class History:
                 (lock.server_key, lock.deployment, lock.owner, lock.acquired_at),
             )
         return True, holder
+
+    def find_lock(self, server_key: str) -> LockRecord | None:
+        row = self._db.execute("SELECT * FROM locks WHERE server_key = ?", (server_key,)).fetchone()
+        return None if row is None else LockRecord(*row)
 
     def unlock(self, server_key: str, deployment: str) -> None:
         with self._transaction() as db:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -22,8 +25,9 @@ import deployhq_lite as dhq
 from deployhq_lite.records import utcnow
 from deployhq_lite.store import History, LockRecord
 from deployhq_lite.testing.gitrepo import Executable, Symlink, git
-from deployhq_lite.testing.plugin import Site
+from deployhq_lite.testing.plugin import CLI, Site
 from deployhq_lite.testing.plugin import run_cli as run
+from deployhq_lite.testing.sshd import SSHServer
 
 MARKER = Path(".deployhq-lite/revision")
 LOCK_KEY = "website/production"
@@ -515,6 +519,186 @@ def test_lock_of_a_dead_local_process_is_called_stale(site: Site) -> None:
     assert "--break-lock" in str(raised.value)
 
 
+def hanging_ssh(name: str, sshd: SSHServer, port: int, root: Path) -> str:
+    """A server table whose SSH connect hangs: ``port`` listens and never answers."""
+    return (
+        f"\n[projects.website.servers.{name}]\n"
+        f'name = "{name}"\nprotocol_type = "ssh"\nroot = "{root}"\nhost = "127.0.0.1"\n'
+        f'port = {port}\nuser = "{sshd.user}"\nkey_path = "{sshd.user_key}"\n'
+        f'known_hosts_path = "{sshd.known_hosts}"\nuse_agent = false\n'
+        "connect_timeout = 600\n"
+    )
+
+
+def hanging_production(site: Site, sshd: SSHServer) -> None:
+    """The site's server ``production`` over SSH to a port that will never answer."""
+    text = site.write_config().read_text()
+    head = text[: text.index("[projects.website.servers.production]")]
+    hanging = hanging_ssh("production", sshd, 0, site.root)
+    site.config.write_text(head + hanging.replace("port = 0", "port = HANGING_PORT"))
+
+
+def kill_while_connecting(site: Site, *args: str) -> None:
+    """Run ``deploy`` in a child process and SIGKILL it once it connects to a socket that
+    never answers: after it took the server's lock, before its deployment was running."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        site.config.write_text(site.config.read_text().replace("HANGING_PORT", str(port)))
+        child = subprocess.Popen(
+            [str(CLI), "deploy", "website", *args, "--config", str(site.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            listener.settimeout(120)
+            connection, _ = listener.accept()  # the child holds the lock now
+            with connection:
+                child.send_signal(signal.SIGKILL)
+                child.wait(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_break_lock_finishes_a_deployment_killed_while_pending(site: Site, sshd: SSHServer) -> None:
+    revision = site.repo.commit({"index.html": "v1"})
+    hanging_production(site, sshd)
+    kill_while_connecting(site, "--server", "production")
+    with closing(history(site)) as h:
+        [killed] = h.query("website", "production")
+    assert killed.status is dhq.DeploymentStatus.PENDING  # what the kill left
+    site.write_config()  # the server answers again
+
+    refused = cli_deploy(site)
+    assert refused.returncode == 3
+    assert "stale" in error_lines(refused)[0]
+
+    done = cli_deploy(site, "--break-lock", "--json")
+
+    assert done.returncode == 0, done.stderr
+    with closing(history(site)) as h:
+        old = h.find(killed.identifier)
+    assert old is not None
+    assert old.status is dhq.DeploymentStatus.FAILED
+    assert old.completed_at is not None
+    assert old.error is not None
+    assert "interrupted: its lock was broken by deployment" in old.error
+    assert json.loads(done.stdout)["identifier"] in old.error
+    assert server_listing(site.root) == revision_listing(site.repo.path, revision)
+
+
+def test_worker_finishes_a_deployment_killed_while_pending(site: Site, sshd: SSHServer) -> None:
+    site.repo.commit({"index.html": "v1"})
+    hanging_production(site, sshd)
+    kill_while_connecting(site, "--server", "production")
+    with closing(history(site)) as h:
+        [killed] = h.query("website", "production")
+    assert killed.status is dhq.DeploymentStatus.PENDING
+
+    done = run("worker", "--once", "--config", site.config)
+
+    assert done.returncode == 0, done.stderr
+    with closing(history(site)) as h:
+        old = h.find(killed.identifier)
+        taken, holder = h.try_lock(LockRecord(LOCK_KEY, "probe", "test", utcnow()))
+    assert old is not None and old.status is dhq.DeploymentStatus.FAILED
+    assert old.error is not None and old.error.startswith("interrupted: its ")
+    assert taken and holder is None  # its lock was freed
+
+
+def test_break_lock_finishes_a_group_deployment_killed_while_pending(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    site.repo.commit({"index.html": "v1"})
+    group = (
+        "\n[projects.website.server_groups.web]\n"
+        'name = "Web"\nservers = ["production", "second"]\ntransfer_order = "sequential"\n'
+    )
+    hanging = hanging_ssh("second", sshd, 0, tmp_path / "www2")
+    site.write_config(hanging.replace("port = 0", "port = HANGING_PORT") + group)
+    kill_while_connecting(site, "--server", "web")
+    with closing(history(site)) as h:
+        [parent] = h.query("website", "web")
+        members = {m.server: m for m in h.members(parent.identifier)}
+    assert parent.status is dhq.DeploymentStatus.RUNNING
+    assert members["production"].status is dhq.DeploymentStatus.COMPLETED
+    assert members["second"].status is dhq.DeploymentStatus.PENDING
+    local = f'\n[projects.website.servers.second]\nroot = "{tmp_path / "www2"}"\n'
+    site.write_config(local + 'protocol_type = "local"\nname = "second"\n' + group)
+
+    done = run("deploy", "website", "--server", "second", "--break-lock", "--config", site.config)
+
+    assert done.returncode == 0, done.stderr
+    with closing(history(site)) as h:
+        parent_now = h.find(parent.identifier)
+        second_now = h.find(members["second"].identifier)
+        first_now = h.find(members["production"].identifier)
+    for finished in (parent_now, second_now):
+        assert finished is not None
+        assert finished.status is dhq.DeploymentStatus.FAILED
+        assert finished.error is not None
+        assert "interrupted: its lock was broken by deployment" in finished.error
+    assert first_now is not None and first_now.status is dhq.DeploymentStatus.COMPLETED
+
+
+def deployment_count(site: Site) -> int:
+    with closing(history(site)) as h:
+        return h.count("website") + h.count("website", "production")
+
+
+def test_a_deploy_refused_by_the_lock_records_no_deployment(site: Site, tmp_path: Path) -> None:
+    site.repo.commit({"index.html": "v1"})
+    first = lib_deploy(site)
+    site.repo.commit({"index.html": "v2"})
+    lib_deploy(site)
+    site.write_config(
+        f'\n[projects.website.servers.second]\nname = "Second"\nprotocol_type = "local"\n'
+        f'root = "{tmp_path / "www2"}"\n'
+        '\n[projects.website.server_groups.web]\nservers = ["second", "production"]\n'
+    )
+    before = deployment_count(site)
+    hold_lock(site, "alice@build-box:4242")
+
+    refusals = [
+        cli_deploy(site),
+        cli_deploy(site, "--json"),
+        run("deploy", "website", "--server", "web", "--config", site.config),
+        run("rollback", "website", first.identifier, "--config", site.config),
+    ]
+
+    for refused in refusals:
+        assert refused.returncode == 3, refused.stderr
+        assert "locked by deployment deployment-elsewhere" in refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert deployment_count(site) == before
+    assert not (tmp_path / "www2").exists()  # the group's other server was not touched
+
+
+def test_a_queued_deployment_waits_for_the_lock_and_is_recorded(site: Site) -> None:
+    from deployhq_lite.deployments import create_deployment
+    from deployhq_lite.engine import Engine
+
+    revision = site.repo.commit({"index.html": "v1"})
+    hold_lock(site, "alice@build-box:4242")
+    with Engine(site.config) as engine:
+        queued = create_deployment(engine, "website", "production")
+
+    held_back = run("worker", "--once", "--config", site.config)
+
+    assert held_back.returncode == 0, held_back.stderr
+    with closing(history(site)) as h:
+        still = h.find(queued.identifier)
+        h.unlock(LOCK_KEY, "deployment-elsewhere")
+    assert still is not None and still.status is dhq.DeploymentStatus.PENDING
+    assert run("worker", "--once", "--config", site.config).returncode == 0
+    with closing(history(site)) as h:
+        done = h.find(queued.identifier)
+    assert done is not None and done.status is dhq.DeploymentStatus.COMPLETED
+    assert server_listing(site.root) == revision_listing(site.repo.path, revision)
+
+
 # -- (e) the server marker -------------------------------------------------------------------
 
 
@@ -585,6 +769,118 @@ def test_marker_from_a_history_we_do_not_know_is_refused(site: Site, tmp_path: P
     assert marker(site) == theirs
     assert cli_deploy(site, "--override-marker").returncode == 0
     assert marker(site) != theirs
+
+
+def sftp_site(site: Site, sshd: SSHServer) -> None:
+    """Point the site's server at the real sshd over SFTP (the same root on this host)."""
+    keys = {
+        "host": f'"{sshd.host}"',
+        "port": str(sshd.port),
+        "user": f'"{sshd.user}"',
+        "key_path": f'"{sshd.user_key}"',
+        "known_hosts_path": f'"{sshd.known_hosts}"',
+        "use_agent": "false",
+    }
+    text = site.write_config().read_text().replace('"local"', '"ssh"')
+    site.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+
+
+WIPED = {"index.html": "v1", "css/site.css": "body{}", "bin/run": Executable("#!/bin/sh\n")}
+
+
+@pytest.mark.parametrize("over", ["local", "sftp"])
+def test_override_on_a_wiped_root_writes_every_file(
+    site: Site, over: str, request: pytest.FixtureRequest
+) -> None:
+    if over == "sftp":
+        sftp_site(site, request.getfixturevalue("sshd"))
+    site.repo.commit(WIPED)
+    lib_deploy(site)
+    second = site.repo.commit({**WIPED, "index.html": "v2", "new.txt": "n"})
+    shutil.rmtree(site.root)
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3, refused.stderr
+    [line] = error_lines(refused)
+    assert "has no deployhq-lite marker" in line
+    assert (
+        f"re-run with --override-marker to write every file of revision {second[:12]} "
+        "(the server is treated as empty)"
+    ) in line
+    assert not site.root.exists() or server_listing(site.root) == {}
+
+    done = cli_deploy(site, "--override-marker", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert server_listing(site.root) == revision_listing(site.repo.path, second)
+    deployed = json.loads(done.stdout)
+    assert deployed["status"] == "completed"
+    assert deployed["start_revision"] is None
+    assert json.loads(marker(site))["deployment"] == deployed["identifier"]
+    with closing(history(site)) as h:
+        outcomes = h.outcomes(deployed["identifier"])
+    assert sorted(o.path for o in outcomes) == ["bin/run", "css/site.css", "index.html", "new.txt"]
+    assert {o.change for o in outcomes} == {"added"}
+
+
+def test_override_from_a_marker_naming_a_known_revision_applies_only_the_diff(
+    site: Site,
+) -> None:
+    first_revision = site.repo.commit({"index.html": "v1", "keep.txt": "k", "old.txt": "o"})
+    first = lib_deploy(site)
+    v1_marker = marker(site)
+    site.repo.commit({"index.html": "v2", "keep.txt": "k2", "old.txt": "o"})
+    lib_deploy(site)
+    # someone put v1 back (keeping a local edit of keep.txt, which v1 -> v3 does not change)
+    (site.root / "index.html").write_text("v1")
+    (site.root / "keep.txt").write_text("edited here")
+    (site.root / MARKER).write_bytes(v1_marker)
+    third = site.repo.commit({"index.html": "v3", "keep.txt": "k", "old.txt": None, "new.txt": "n"})
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3, refused.stderr
+    [line] = error_lines(refused)
+    assert (
+        f"re-run with --override-marker to deploy the changes from revision "
+        f"{first_revision[:12]} to revision {third[:12]}"
+    ) in line
+
+    done = cli_deploy(site, "--override-marker", "--json")
+
+    assert done.returncode == 0, done.stderr
+    deployed = json.loads(done.stdout)
+    assert deployed["start_revision"] == first_revision
+    assert site.files() == {"index.html": b"v3", "keep.txt": b"edited here", "new.txt": b"n"}
+    with closing(history(site)) as h:
+        changes = {(o.path, o.change) for o in h.outcomes(deployed["identifier"])}
+        recorded = h.find(deployed["identifier"])
+    assert changes == {("index.html", "modified"), ("new.txt", "added"), ("old.txt", "deleted")}
+    assert recorded is not None and recorded.start_deployment == first.identifier
+
+
+def test_override_from_a_marker_naming_an_unknown_revision_deletes_nothing(site: Site) -> None:
+    site.repo.commit({"index.html": "v1"})
+    lib_deploy(site)
+    body = json.loads(marker(site))
+    body.update(revision="f" * 40, deployment=str(uuid.uuid4()))
+    (site.root / MARKER).write_text(json.dumps(body))
+    (site.root / "theirs.txt").write_text("not ours")
+    second = site.repo.commit({"index.html": "v2", "more.txt": "m"})
+
+    refused = cli_deploy(site)
+
+    assert refused.returncode == 3, refused.stderr
+    [line] = error_lines(refused)
+    assert f"to write every file of revision {second[:12]}" in line
+    assert "nothing on it is deleted" in line
+
+    done = cli_deploy(site, "--override-marker", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["start_revision"] is None
+    assert site.files() == {"index.html": b"v2", "more.txt": b"m", "theirs.txt": b"not ours"}
 
 
 # -- (f) rollback after the source history was rewritten and collected ----------------------
@@ -731,3 +1027,49 @@ def test_a_deployment_cut_off_after_its_marker_is_recovered_as_completed(site: S
         recovered = h.find(second.identifier)
     assert recovered is not None and recovered.status is DeploymentStatus.COMPLETED
     assert site.files() == {"a.txt": b"one", "b.txt": b"two", "c.txt": b"three"}
+
+
+# -- (g) one clear line for a root that is a file and a branch with no commits ---------------
+
+
+@pytest.mark.parametrize("where", ["root", "parent"])
+def test_a_root_that_is_a_file_is_one_line_and_nothing_is_written(
+    site: Site, tmp_path: Path, where: str
+) -> None:
+    site.repo.commit({"index.html": "v1"})
+    afile = tmp_path / "www-file"
+    afile.write_bytes(b"someone's file")
+    site.root = afile if where == "root" else afile / "site"
+    site.write_config()
+
+    done = cli_deploy(site)
+
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: server website/production: root {site.root} is not a directory")
+    if where == "parent":
+        assert line.endswith(f"(cannot be made: {afile} is a file)")
+    assert afile.read_bytes() == b"someone's file"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("www")) == ["www-file"]
+
+
+@pytest.mark.parametrize("repository", ["empty", "other-branch"])
+def test_a_branch_with_no_commits_is_one_line(site: Site, repository: str) -> None:
+    if repository == "empty":
+        repo_path = site.repo.path.with_name("empty-repo")
+        git("init", "-q", "-b", "main", str(repo_path), cwd=repo_path.parent)
+    else:  # commits, but on another branch only
+        site.repo.commit({"index.html": "v1"})
+        git("branch", "-m", "main", "trunk", cwd=site.repo.path)
+        repo_path = site.repo.path
+    site.config.write_text(site.config.read_text().replace(f'"{site.repo.path}"', f'"{repo_path}"'))
+
+    done = cli_deploy(site)
+
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: repository {repo_path} has no commits on branch 'main'"
+    ]
+    assert not site.root.exists()
+    with closing(history(site)) as h:
+        assert h.count("website") == 0

@@ -59,6 +59,13 @@ class LocalTransport(BaseTransport):
     # -- lifecycle -----------------------------------------------------------------------
 
     def _open(self) -> None:
+        blocked = _not_a_directory(self.root)
+        if blocked is not None:
+            why = "" if blocked == self.root else f" (cannot be made: {blocked} is a file)"
+            raise RemotePathError(
+                f"server {self.server}: root {self.root} is not a directory{why}",
+                server=self.server,
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
@@ -410,3 +417,12 @@ def _syncfs(fd: int) -> None:
     if syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _not_a_directory(root: Path) -> Path | None:
+    """The root, or the first of its parents, where something other than a directory
+    (or a symlink to one) stands."""
+    for path in [*reversed(root.parents), root]:
+        if path.exists() and not path.is_dir():
+            return path
+    return None
