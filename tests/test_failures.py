@@ -773,16 +773,7 @@ def test_marker_from_a_history_we_do_not_know_is_refused(site: Site, tmp_path: P
 
 def sftp_site(site: Site, sshd: SSHServer) -> None:
     """Point the site's server at the real sshd over SFTP (the same root on this host)."""
-    keys = {
-        "host": f'"{sshd.host}"',
-        "port": str(sshd.port),
-        "user": f'"{sshd.user}"',
-        "key_path": f'"{sshd.user_key}"',
-        "known_hosts_path": f'"{sshd.known_hosts}"',
-        "use_agent": "false",
-    }
-    text = site.write_config().read_text().replace('"local"', '"ssh"')
-    site.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+    site.write_ssh_config(sshd)
 
 
 WIPED = {"index.html": "v1", "css/site.css": "body{}", "bin/run": Executable("#!/bin/sh\n")}

@@ -94,16 +94,7 @@ V1_TREE: Tree = {
 
 
 def ssh_config(site: Site, sshd: SSHServer) -> None:
-    keys = {
-        "host": f'"{sshd.host}"',
-        "port": str(sshd.port),
-        "user": f'"{sshd.user}"',
-        "key_path": f'"{sshd.user_key}"',
-        "known_hosts_path": f'"{sshd.known_hosts}"',
-        "use_agent": "false",
-    }
-    text = site.write_config().read_text().replace('"local"', '"ssh"')
-    site.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+    site.write_ssh_config(sshd)
 
 
 def wait_for(check: Callable[[], bool], what: str, child: subprocess.Popen[bytes]) -> None:

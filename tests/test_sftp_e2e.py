@@ -17,20 +17,7 @@ from deployhq_lite.testing.sshd import SSHServer
 
 
 def ssh_config(site: Site, sshd: SSHServer, **overrides: str) -> Path:
-    keys = {
-        "host": f'"{sshd.host}"',
-        "port": str(sshd.port),
-        "user": f'"{sshd.user}"',
-        "key_path": f'"{sshd.user_key}"',
-        "known_hosts_path": f'"{sshd.known_hosts}"',
-        "use_agent": "false",
-        **overrides,
-    }
-    text = (
-        site.write_config().read_text().replace('protocol_type = "local"', 'protocol_type = "ssh"')
-    )
-    site.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
-    return site.config
+    return site.write_ssh_config(sshd, **overrides)
 
 
 def test_three_revisions_then_rollback_over_sftp(site: Site, sshd: SSHServer) -> None:

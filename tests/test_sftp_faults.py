@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 import paramiko
 import pygit2
@@ -26,7 +26,7 @@ from pygit2.enums import FileMode
 from deployhq_lite.records import DeploymentStatus
 from deployhq_lite.store import History
 from deployhq_lite.testing.gitrepo import Content, Executable, Symlink
-from deployhq_lite.testing.plugin import CLI, Site, Tree, read_tree
+from deployhq_lite.testing.plugin import CLI, Site, SSHEndpoint, Tree, read_tree
 from deployhq_lite.testing.sshd import SSHServer
 
 from .sftp_server import SFTPTestServer, start_sftp_server
@@ -39,21 +39,6 @@ EXECUTABLE = FileMode.BLOB_EXECUTABLE
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a TCP reset
 
 
-class Endpoint(Protocol):
-    """What a config needs from either test server."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def user(self) -> str: ...
-    @property
-    def user_key(self) -> Path: ...
-    @property
-    def known_hosts(self) -> Path: ...
-
-
 @pytest.fixture
 def paramiko_server(tmp_path: Path) -> Iterator[SFTPTestServer]:
     with start_sftp_server(tmp_path / "srv") as server:
@@ -64,19 +49,10 @@ def paramiko_server(tmp_path: Path) -> Iterator[SFTPTestServer]:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def sftp_config(site: Site, server: Endpoint, known_hosts: Path | None = None) -> Path:
+def sftp_config(site: Site, server: SSHEndpoint, known_hosts: Path | None = None) -> Path:
     """Point the site's server ``production`` at ``server`` over SFTP (root: ``site.root``)."""
-    keys = {
-        "host": f'"{server.host}"',
-        "port": str(server.port),
-        "user": f'"{server.user}"',
-        "key_path": f'"{server.user_key}"',
-        "known_hosts_path": f'"{known_hosts or server.known_hosts}"',
-        "use_agent": "false",
-    }
-    text = site.write_config().read_text().replace('"local"', '"ssh"')
-    site.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
-    return site.config
+    path = known_hosts or server.known_hosts
+    return site.write_ssh_config(server, known_hosts_path=f'"{path}"')
 
 
 def cli(
@@ -481,7 +457,8 @@ def test_connection_cut_mid_deletes_keeps_the_marker_and_a_rerun_converges(
 def test_root_under_a_regular_file_fails_in_one_line(
     site: Site, tmp_path: Path, request: pytest.FixtureRequest, kind: str
 ) -> None:
-    server: Endpoint = request.getfixturevalue("sshd" if kind == "openssh" else "paramiko_server")
+    fixture = "sshd" if kind == "openssh" else "paramiko_server"
+    server: SSHEndpoint = request.getfixturevalue(fixture)
     plain = tmp_path / "srv" / "plain-file"
     plain.parent.mkdir(exist_ok=True)
     plain.write_text("not a directory")

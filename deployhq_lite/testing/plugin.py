@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -83,6 +84,21 @@ def git_repo(tmp_path: Path, isolated_env: Path) -> GitRepoBuilder:
     return GitRepoBuilder.create(tmp_path / "repo")
 
 
+class SSHEndpoint(Protocol):
+    """Where an SSH server listens and how to log in (the sshd fixture, a test server)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def user_key(self) -> Path: ...
+    @property
+    def known_hosts(self) -> Path: ...
+
+
 @dataclass
 class Site:
     """A project ``website`` with a local server ``production`` in ``tmp_path``."""
@@ -104,6 +120,23 @@ class Site:
             'protocol_type = "local"\n'
             f'root = "{self.root}"\n' + extra
         )
+        return self.config
+
+    def write_ssh_config(self, endpoint: SSHEndpoint, **overrides: str) -> Path:
+        """``write_config`` with the server ``production`` over SSH to ``endpoint`` (the
+        same root, on this host); ``overrides`` are more server keys, as TOML values."""
+        keys = {
+            "host": f'"{endpoint.host}"',
+            "port": str(endpoint.port),
+            "user": f'"{endpoint.user}"',
+            "key_path": f'"{endpoint.user_key}"',
+            "known_hosts_path": f'"{endpoint.known_hosts}"',
+            "use_agent": "false",
+            **overrides,
+        }
+        text = self.write_config().read_text()
+        text = text.replace('protocol_type = "local"', 'protocol_type = "ssh"')
+        self.config.write_text(text + "".join(f"{k} = {v}\n" for k, v in keys.items()))
         return self.config
 
     def files(self) -> dict[str, bytes | str]:
