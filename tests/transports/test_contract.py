@@ -68,7 +68,7 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
 
 
 def _sftp(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
-    from deployhq_lite.transports.sftp import SFTPTransport
+    from deployhq_lite.transports.ssh.sftp import SFTPTransport
 
     root = tmp_path / "root"
     config = request.getfixturevalue("sshd").server_config(root)
