@@ -30,11 +30,7 @@ def servers() -> None:
 def check_server(project: str, server: str) -> None:
     """Connect to SERVER and report what a deployment would rely on."""
     with _engine() as engine, engine.transport(project, server) as transport:
-        probe = getattr(transport, "probe", None)
-        report: dict[str, object] = (
-            probe() if probe else {"root": str(engine.settings.get_server(project, server).root)}
-        )
-        report = {"server": f"{project}/{server}", "ok": True, **report}
+        report = {"server": f"{project}/{server}", "ok": True, **transport.probe()}
         if _opts().json:
             _print_json(report)
             return
