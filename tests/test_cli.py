@@ -730,3 +730,16 @@ def test_stdout_closed_early_keeps_the_exit_status(site: Site, outcome: str) -> 
         args = ("rollback", "website", latest)
     done = run_into_closed_pipe(*args, "--config", site.config, "--json")
     assert (done.returncode, done.stderr) == ({"failed": 1, "refused": 3}[outcome], "")
+
+
+def test_servers_check_on_a_local_server_reports_its_root(site: Site) -> None:
+    site.write_config()
+    report = run_json(site, "servers", "check", "website", "production")
+    assert report == {"server": "website/production", "ok": True, "root": str(site.root)}
+    done = run("servers", "check", "website", "production", "--config", site.config)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{'server':<22}website/production",
+        f"{'ok':<22}True",
+        f"{'root':<22}{site.root}",
+    ]

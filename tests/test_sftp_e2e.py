@@ -248,7 +248,8 @@ def test_the_socket_sends_at_once_and_acks_at_once_only_while_connecting(
     session has started (sshd holds small replies until they are acknowledged)."""
     import socket
 
-    from deployhq_lite.transports.sftp import SFTPTransport, _QuickAckSocket
+    from deployhq_lite.transports.ssh.connection import _QuickAckSocket
+    from deployhq_lite.transports.ssh.sftp import SFTPTransport
 
     with SFTPTransport(sshd.server_config(tmp_path)) as transport:
         assert transport._ssh is not None

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deployhq_lite.testing.plugin import Site, run_cli
-from deployhq_lite.transports.sftp import remote_command
+from deployhq_lite.transports.ssh.connection import remote_command
 from tests.test_sftp_e2e import ssh_config
 
 

@@ -13,7 +13,8 @@ from deployhq_lite import git, gitobjects
 from deployhq_lite.testing.gitrepo import Executable
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.sshd import SSHServer
-from deployhq_lite.transports import local, sftp
+from deployhq_lite.transports import local
+from deployhq_lite.transports.ssh import batches
 from tests.test_sftp_e2e import ssh_config
 
 
@@ -28,7 +29,7 @@ def test_big_files_stream_and_roll_back_exactly(
     monkeypatch.setattr(git.BlobReader, "STREAM_MIN", 1000)
     monkeypatch.setattr(git.BlobReader, "MIN_BATCH", 2)
     monkeypatch.setattr(local, "_STREAM_MIN", 1000)
-    monkeypatch.setattr(sftp, "_STREAM_MIN", 1000)
+    monkeypatch.setattr(batches, "_STREAM_MIN", 1000)
     if protocol == "ssh":
         ssh_config(site, sshd)
     else:

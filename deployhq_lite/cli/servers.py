@@ -30,11 +30,7 @@ def servers() -> None:
 def check_server(project: str, server: str) -> None:
     """Connect to SERVER and report what a deployment would rely on."""
     with _engine() as engine, engine.transport(project, server) as transport:
-        probe = getattr(transport, "probe", None)
-        report: dict[str, object] = (
-            probe() if probe else {"root": str(engine.settings.get_server(project, server).root)}
-        )
-        report = {"server": f"{project}/{server}", "ok": True, **report}
+        report = {"server": f"{project}/{server}", "ok": True, **transport.probe()}
         if _opts().json:
             _print_json(report)
             return
@@ -63,11 +59,11 @@ def trust_server(project: str, server: str, yes: bool, expected: str | None, rep
         config = engine.settings.get_server(project, server)
         if config.protocol_type != "ssh":
             _fail(ConfigError(f"server {project}/{server} is not an ssh server; nothing to trust"))
-        from ..transports.sftp import SFTPTransport
+        from ..transports.ssh.connection import Connector  # paramiko: only for ssh servers
 
-        transport = SFTPTransport(config, server=f"{project}/{server}")
+        connector = Connector(config, server=f"{project}/{server}")
         try:
-            offer = transport.offered_host_key()
+            offer = connector.offered_host_key()
             report: dict[str, object] = {
                 "server": f"{project}/{server}",
                 "host": offer.host,
@@ -106,7 +102,7 @@ def trust_server(project: str, server: str, yes: bool, expected: str | None, rep
                     "with the server's administrator, then pass --yes or --fingerprint",
                     server=f"{project}/{server}",
                 )
-            report["recorded"] = str(transport.trust_host_key(offer, replace=replace))
+            report["recorded"] = str(connector.trust_host_key(offer, replace=replace))
         except DeployHQLiteError as exc:
             _fail(exc)
         _emit_report(report)

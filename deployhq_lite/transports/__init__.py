@@ -26,6 +26,6 @@ def open_transport(server: ServerConfig, *, label: str) -> Transport:
         from .local import LocalTransport
 
         return LocalTransport(server.root, server=label)
-    from .sftp import SFTPTransport  # paramiko is imported only for ssh servers
+    from .ssh.sftp import SFTPTransport  # paramiko is imported only for ssh servers
 
     return SFTPTransport(server, server=label)

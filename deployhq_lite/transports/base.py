@@ -126,6 +126,7 @@ class Transport(Protocol):
     def delete_many(self, paths: Iterable[str], on_done: DoneCallback) -> None: ...
     def delete_temps(self, paths: Iterable[str]) -> None: ...
     def sync(self) -> None: ...
+    def probe(self) -> dict[str, object]: ...
     def run_command(
         self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
     ) -> CommandOutcome: ...
@@ -278,6 +279,11 @@ class BaseTransport(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def probe(self) -> dict[str, object]:
+        """What ``servers check`` reports about the open server (at least its ``root``);
+        anything written to find out is removed again."""
 
     @abc.abstractmethod
     def _translate(self, exc: Exception, path: str) -> TransportError | None:

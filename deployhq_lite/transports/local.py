@@ -227,6 +227,11 @@ class LocalTransport(BaseTransport):
         self._require_open()
         return run_shell(command, cwd=self.root, timeout=timeout, variables=variables or {})
 
+    def probe(self) -> dict[str, object]:
+        """The root: opening it (made when missing) was the check."""
+        self._require_open()
+        return {"root": str(self.root)}
+
     def sync(self) -> None:
         """Make everything written so far durable: one ``syncfs`` for the root's filesystem."""
         self._require_open()

@@ -115,6 +115,10 @@ class MemoryTransport(BaseTransport):
         self._require_open()
         self.syncs += 1
 
+    def probe(self) -> dict[str, object]:
+        self._require_open()
+        return {"root": "(in memory)"}
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _before_put(self, path: str) -> None:

@@ -68,7 +68,7 @@ def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
 
 
 def _sftp(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
-    from deployhq_lite.transports.sftp import SFTPTransport
+    from deployhq_lite.transports.ssh.sftp import SFTPTransport
 
     root = tmp_path / "root"
     config = request.getfixturevalue("sshd").server_config(root)
@@ -149,6 +149,7 @@ OPERATIONS: dict[str, Callable[[Transport], object]] = {
     "make_dirs": lambda t: t.make_dirs("a"),
     "prune_dirs": lambda t: t.prune_dirs(["a"]),
     "sync": lambda t: t.sync(),
+    "probe": lambda t: t.probe(),
 }
 
 
@@ -167,6 +168,16 @@ def test_use_after_close_raises(server: Server, operation: str) -> None:
     with pytest.raises(TransportStateError):
         OPERATIONS[operation](server.transport)
     assert server.listing() == {}
+
+
+def test_probe_reports_the_root_and_leaves_nothing_behind(server: Server) -> None:
+    with server.transport as transport:
+        report = transport.probe()
+    root = report["root"]
+    assert isinstance(root, str)
+    assert root
+    assert server.listing() == {}
+    assert server.outside() == set()
 
 
 # -- put_file ---------------------------------------------------------------------------------

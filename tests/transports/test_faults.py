@@ -24,7 +24,7 @@ from deployhq_lite.errors import DeployHQLiteError, TransportError
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.sshd import SSHServer
 from deployhq_lite.transports import local
-from deployhq_lite.transports.sftp import SFTPTransport
+from deployhq_lite.transports.ssh.sftp import SFTPTransport
 from tests.test_sftp_e2e import ssh_config
 
 FAULTS: list[Exception] = [
