@@ -38,6 +38,7 @@ from .errors import (
 )
 from .log import get_logger
 from .records import DeploymentMode, DeploymentStatus
+from .webengines import ThreadEngines
 
 log = get_logger(__name__)
 
@@ -165,14 +166,7 @@ def create_app(settings: Settings, *, worker: bool = True, worker_interval: floa
         summary="DeployHQ-compatible deployments and rollbacks, and content releases.",
         lifespan=lifespan,
     )
-    engines = threading.local()
-
-    def engine() -> Engine:
-        found: Engine | None = getattr(engines, "engine", None)
-        if found is None:
-            found = engines.engine = Engine(settings)
-        return found
-
+    engine = ThreadEngines(settings)  # closed as their threads end, after the app's
     user = Depends(_caller)
     _add_error_handlers(app)
     _index_route(app, user)
