@@ -31,7 +31,6 @@ from .engine import Engine
 from .errors import (
     ConfigError,
     DeployHQLiteError,
-    RollbackNotAllowedError,
     ServeError,
     StoreError,
     UnknownNameError,
@@ -219,15 +218,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DeployHQLiteError)
     async def refused(request: Request, exc: DeployHQLiteError) -> JSONResponse:
-        code = getattr(exc, "code", None)
-        status = 404 if isinstance(exc, UnknownNameError) or code == "not_found" else 422
-        if isinstance(exc, StoreError):
-            status = 503
-        body: dict[str, Any] = {"error": str(exc)}
-        if isinstance(code, str):
-            body["error_code"] = code
-        if isinstance(exc, RollbackNotAllowedError):
-            body["reason"] = exc.reason
+        body = views.error_body(exc)
+        not_found = isinstance(exc, UnknownNameError) or body.get("error_code") == "not_found"
+        status = 503 if isinstance(exc, StoreError) else 404 if not_found else 422
         return JSONResponse(body, status)
 
     @app.exception_handler(StarletteHTTPException)

@@ -18,6 +18,7 @@ from ..records import (
     Deployment,
     FileOutcome,
 )
+from ..views import error_body
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -121,16 +122,7 @@ def _engine() -> Iterator[Engine]:
 def _fail(exc: DeployHQLiteError) -> NoReturn:
     reason = exc.reason if isinstance(exc, RollbackNotAllowedError) else None
     if _opts().json:
-        body: dict[str, object] = {"error": str(exc)}
-        code = getattr(exc, "code", None)
-        if isinstance(code, str):
-            body["error_code"] = code
-        if reason:
-            body["reason"] = reason
-        problems = getattr(exc, "problems", ())
-        if len(problems) > 1:  # a config file's problems, a line each in "error"
-            body["problems"] = list(problems)
-        click.echo(json.dumps(body))
+        click.echo(json.dumps(error_body(exc)))
     else:
         lines = str(exc).splitlines() or [""]
         if reason:
