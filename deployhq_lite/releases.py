@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from .config import STACK_PREFIX, UserConfig
 from .deployments import new_deployment, run_deployment
 from .documents import Catalog, delivery_tree
-from .errors import DeployHQLiteError, ReleaseRefusedError, UnknownNameError
+from .errors import (
+    DeployHQLiteError,
+    ReleaseRefusedError,
+    ReleaseRollbackNotAllowedError,
+    UnknownNameError,
+)
 from .locking import server_lock
 from .log import get_logger
 from .records import Deployment, DeploymentMode, PublishEvent, Release, ReleaseItem, utcnow
@@ -499,9 +504,9 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
     name, _ = engine.settings.get_user(user)
     original = get_release(engine, stack, release_uid, name)
     if original.is_rollback:
-        raise _refuse(
+        raise ReleaseRollbackNotAllowedError(
             f"release {release_uid!r} is a rollback release; it cannot be rolled back",
-            "cannot_rollback_rollback_release",
+            code="cannot_rollback_rollback_release",
         )
     deploys = engine.releases.completed_deploys(original.uid, name)
     if not deploys:
@@ -510,10 +515,10 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
             if original.schedule_status == "pending"
             else ""
         )
-        raise _refuse(
+        raise ReleaseRollbackNotAllowedError(
             f"release {release_uid!r} has not been deployed by {name!r}{pending}: only a "
             "deployed release can be rolled back",
-            "release_not_deployed",
+            code="release_not_deployed",
         )
     mine = engine.releases.rollbacks_of(original.uid, name)
     live = [r for r in mine if r.deleted_at is None]
@@ -521,10 +526,10 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
         return live[0]
     deleted = [r.deleted_at for r in mine if r.deleted_at is not None]
     if deleted and not engine.releases.completed_deploys(original.uid, name, since=max(deleted)):
-        raise _refuse(
+        raise ReleaseRollbackNotAllowedError(
             f"your rollback release of {release_uid!r} was deleted: deploy the release again "
             "before creating another rollback release",
-            "redeploy_required",
+            code="redeploy_required",
         )
     rollback = Release(
         uuid.uuid4().hex[:20],
