@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from .errors import UnsafePathError
 from .names import RESERVED_DIR, component_problem, is_reserved_dir
+from .records import ChangeKind
 
 
 class EntryKind(StrEnum):
@@ -32,12 +33,6 @@ class Entry:
 
     blob: str
     kind: EntryKind = EntryKind.FILE
-
-
-class ChangeKind(StrEnum):
-    ADDED = "added"
-    DELETED = "deleted"
-    MODIFIED = "modified"
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,8 @@ class ReleaseRefusedError(RefusedError):
 
 
 class ReleaseRollbackNotAllowedError(ReleaseRefusedError):
-    pass
+    """A release cannot be rolled back (a rollback release, one the user has not
+    deployed, or one whose rollback release was deleted and not deployed again since)."""
 
 
 class DeploymentError(DeployHQLiteError):

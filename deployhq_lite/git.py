@@ -107,9 +107,6 @@ class Repository:
         objects = Path(other._repo.path, "objects")
         self._repo.odb.add_disk_alternate(str(objects))
 
-    def has_object(self, oid: str) -> bool:
-        return pygit2.Oid(hex=oid) in self._repo.odb
-
     def read_blob(self, oid: str) -> bytes:
         try:
             return bytes(self._repo.odb.read(oid)[1])

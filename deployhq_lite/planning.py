@@ -12,14 +12,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .changeset import (
-    ChangeKind,
     Changeset,
     Entry,
     FileChange,
     refuse_writes_under_symlinks,
 )
 from .errors import PathOutsideRootError, StoreError, UnsafePathError
-from .records import Deployment
+from .records import ChangeKind, Deployment
 from .selection import exclusion_spec
 from .snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
 from .transports import Transport

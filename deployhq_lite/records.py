@@ -32,6 +32,14 @@ class DeploymentMode(StrEnum):
 GROUP = "group"  # the protocol_type of a deployment to a server group
 
 
+class ChangeKind(StrEnum):
+    """What a changeset does to a path (and what the history keeps of it)."""
+
+    ADDED = "added"
+    DELETED = "deleted"
+    MODIFIED = "modified"
+
+
 class OutcomeStatus(StrEnum):
     PENDING = "pending"
     DONE = "done"
@@ -42,13 +50,13 @@ class OutcomeStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class FileOutcome:
     path: str  # escaped when not UTF-8 (names.escape_path), as the history keeps it
-    change: str  # a ChangeKind value
+    change: ChangeKind
     status: OutcomeStatus = OutcomeStatus.PENDING
     error: str | None = None
     server: str | None = None  # set in a group deployment's combined list
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "change": self.change}
+        out: dict[str, Any] = {"path": self.path, "change": self.change.value}
         if self.server is not None:
             out["server"] = self.server
         if self.status is not OutcomeStatus.PREVIEWED:
@@ -203,6 +211,21 @@ class PublishEvent:
     deployment: str = ""
 
 
+class ItemAction(StrEnum):
+    """What a release item does to its document."""
+
+    PUBLISH = "publish"
+    UNPUBLISH = "unpublish"
+
+
+class ItemOutcome(StrEnum):
+    """What deploying a release item did to its document in one locale."""
+
+    PUBLISHED = "published"
+    UNPUBLISHED = "unpublished"
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True, slots=True)
 class ReleaseItem:
     """A document in a release: its version (resolved when added), the locales it
@@ -210,7 +233,7 @@ class ReleaseItem:
 
     uid: str
     version: int | None  # None for an unpublish item
-    action: str = "publish"  # or "unpublish"
+    action: ItemAction = ItemAction.PUBLISH
     locales: tuple[str, ...] = ()
     reference: bool = False  # came in through another item's _references
 
@@ -218,7 +241,7 @@ class ReleaseItem:
         return {
             "uid": self.uid,
             "version": self.version,
-            "action": self.action,
+            "action": self.action.value,
             "locales": list(self.locales),
             "reference": self.reference,
         }

@@ -24,10 +24,24 @@ from typing import TYPE_CHECKING, Any, Literal
 from .config import STACK_PREFIX, UserConfig
 from .deployments import new_deployment, run_deployment
 from .documents import Catalog, delivery_tree
-from .errors import DeployHQLiteError, ReleaseRefusedError, UnknownNameError
+from .errors import (
+    DeployHQLiteError,
+    ReleaseRefusedError,
+    ReleaseRollbackNotAllowedError,
+    UnknownNameError,
+)
 from .locking import server_lock
 from .log import get_logger
-from .records import Deployment, DeploymentMode, PublishEvent, Release, ReleaseItem, utcnow
+from .records import (
+    Deployment,
+    DeploymentMode,
+    ItemAction,
+    ItemOutcome,
+    PublishEvent,
+    Release,
+    ReleaseItem,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -48,17 +62,24 @@ class ItemResult:
 
     uid: str
     locale: str
-    action: str  # "publish" or "unpublish"
-    result: str  # "published", "unpublished" or "skipped"
+    action: ItemAction
+    result: ItemOutcome
     version: int | None = None
     reason: str | None = None
+
+    @classmethod
+    def applied(cls, uid: str, locale: str, version: int | None) -> ItemResult:
+        """A document published at ``version``, or unpublished (None)."""
+        if version is None:
+            return cls(uid, locale, ItemAction.UNPUBLISH, ItemOutcome.UNPUBLISHED)
+        return cls(uid, locale, ItemAction.PUBLISH, ItemOutcome.PUBLISHED, version)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "uid": self.uid,
             "locale": self.locale,
-            "action": self.action,
-            "result": self.result,
+            "action": self.action.value,
+            "result": self.result.value,
             "version": self.version,
             "reason": self.reason,
         }
@@ -160,13 +181,10 @@ def _publish_locked(
         key = (change.locale, change.uid)
         if change.version is None:
             new.pop(key, None)
-            reported.append(ItemResult(change.uid, change.locale, "unpublish", "unpublished"))
         else:
             catalog.files(change.uid, change.version)  # refuses a deleted version early
             new[key] = change.version
-            reported.append(
-                ItemResult(change.uid, change.locale, "publish", "published", change.version)
-            )
+        reported.append(ItemResult.applied(change.uid, change.locale, change.version))
     tree = engine.snapshots.repo.build_tree(delivery_tree(catalog, new))
     deployment = new_deployment(
         engine,
@@ -287,7 +305,7 @@ def add_item(
     user: str | None,
     version: int | None = None,
     locales: list[str] | None = None,
-    action: str = "publish",
+    action: str = ItemAction.PUBLISH,
     with_references: bool = False,
 ) -> Release:
     """Add a document (version resolved now; default latest), and with references the
@@ -304,12 +322,14 @@ def add_item(
             "or create a new release)",
             "release_locked",
         )
-    if action not in ("publish", "unpublish"):
-        raise _refuse(f"action must be publish or unpublish, not {action!r}", "invalid")
+    try:
+        kind = ItemAction(action)
+    except ValueError:
+        raise _refuse(f"action must be publish or unpublish, not {action!r}", "invalid") from None
     catalog = engine.catalog(stack)
     document = catalog.get(uid)
     number = document.version(version).number if version else document.latest
-    if action == "publish":
+    if kind is ItemAction.PUBLISH:
         catalog.files(uid, number)  # a deleted version cannot be published
     wanted = tuple(dict.fromkeys(locales or []))
     known = {
@@ -319,12 +339,12 @@ def add_item(
         if locale not in known:
             raise UnknownNameError("locale", locale, known, scope=f"stack {stack!r}")
     items = {item.uid: item for item in release.items}
-    items[uid] = ReleaseItem(uid, number if action == "publish" else None, action, wanted)
-    if with_references and action == "publish":
+    items[uid] = ReleaseItem(uid, number if kind is ItemAction.PUBLISH else None, kind, wanted)
+    if with_references and kind is ItemAction.PUBLISH:
         for ref in _references(catalog, uid, number):
             if ref not in items:
                 latest = catalog.get(ref).latest
-                items[ref] = ReleaseItem(ref, latest, "publish", wanted, reference=True)
+                items[ref] = ReleaseItem(ref, latest, ItemAction.PUBLISH, wanted, reference=True)
     engine.releases.set_items(release.uid, list(items.values()))
     return get_release(engine, stack, release_uid, user)
 
@@ -439,32 +459,22 @@ def _deploy_rollback(
             for locale in [t for t in targets if not item.locales or t in item.locales]:
                 key = (locale, item.uid)
                 before = captured.get(key, -1)
-                action = "unpublish" if before is None else "publish"
                 event = latest.get(key)
                 if before == -1:
-                    items.append(
-                        ItemResult(
-                            item.uid,
-                            locale,
-                            action,
-                            "skipped",
-                            None,
-                            f"not deployed in {locale} by the original release",
-                        )
-                    )
+                    why = f"not deployed in {locale} by the original release"
                 elif (
                     event is None
                     or event.release != release.rollback_of
                     or event.origin != "release"
                 ):
-                    items.append(
-                        ItemResult(item.uid, locale, action, "skipped", None, _changed_since(event))
-                    )
+                    why = _changed_since(event)
                 else:
                     version = before if isinstance(before, int) else None
                     changes.append(PublishChange(item.uid, locale, version))
-                    result = "unpublished" if version is None else "published"
-                    items.append(ItemResult(item.uid, locale, action, result, version))
+                    items.append(ItemResult.applied(item.uid, locale, version))
+                    continue
+                action = ItemAction.UNPUBLISH if before is None else ItemAction.PUBLISH
+                items.append(ItemResult(item.uid, locale, action, ItemOutcome.SKIPPED, None, why))
 
         return changes, items
 
@@ -499,9 +509,9 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
     name, _ = engine.settings.get_user(user)
     original = get_release(engine, stack, release_uid, name)
     if original.is_rollback:
-        raise _refuse(
+        raise ReleaseRollbackNotAllowedError(
             f"release {release_uid!r} is a rollback release; it cannot be rolled back",
-            "cannot_rollback_rollback_release",
+            code="cannot_rollback_rollback_release",
         )
     deploys = engine.releases.completed_deploys(original.uid, name)
     if not deploys:
@@ -510,10 +520,10 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
             if original.schedule_status == "pending"
             else ""
         )
-        raise _refuse(
+        raise ReleaseRollbackNotAllowedError(
             f"release {release_uid!r} has not been deployed by {name!r}{pending}: only a "
             "deployed release can be rolled back",
-            "release_not_deployed",
+            code="release_not_deployed",
         )
     mine = engine.releases.rollbacks_of(original.uid, name)
     live = [r for r in mine if r.deleted_at is None]
@@ -521,10 +531,10 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
         return live[0]
     deleted = [r.deleted_at for r in mine if r.deleted_at is not None]
     if deleted and not engine.releases.completed_deploys(original.uid, name, since=max(deleted)):
-        raise _refuse(
+        raise ReleaseRollbackNotAllowedError(
             f"your rollback release of {release_uid!r} was deleted: deploy the release again "
             "before creating another rollback release",
-            "redeploy_required",
+            code="redeploy_required",
         )
     rollback = Release(
         uuid.uuid4().hex[:20],

@@ -20,11 +20,6 @@ _KINDS = {
     git.MODE_SYMLINK: EntryKind.SYMLINK,
     0o100664: EntryKind.FILE,  # old git wrote group-writable files; same thing
 }
-_MODES = {
-    EntryKind.FILE: git.MODE_FILE,
-    EntryKind.EXECUTABLE: git.MODE_EXECUTABLE,
-    EntryKind.SYMLINK: git.MODE_SYMLINK,
-}
 
 
 def entry_from_raw(path: str, raw: git.RawEntry) -> Entry:
@@ -41,10 +36,6 @@ def _entry(path: str, oid: str, mode: int) -> Entry:
             )
         raise RepositoryError(f"unsupported git file mode {mode:o} at {path!r}")
     return Entry(oid, kind)
-
-
-def raw_from_entry(entry: Entry) -> git.RawEntry:
-    return git.RawEntry(entry.blob, _MODES[entry.kind])
 
 
 class Snapshot(Mapping[str, Entry]):

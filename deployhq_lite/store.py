@@ -23,11 +23,13 @@ from .names import escape_path
 from .records import (
     GROUP,
     UNFINISHED,
+    ChangeKind,
     CommandResult,
     Deployment,
     DeploymentMode,
     DeploymentStatus,
     FileOutcome,
+    ItemAction,
     OutcomeStatus,
     PublishEvent,
     Release,
@@ -513,7 +515,7 @@ class History:
             "ORDER BY seq LIMIT ?",
             (identifier, limit),
         ).fetchall()
-        return [FileOutcome(p, c, OutcomeStatus(s), e) for p, c, s, e in rows]
+        return [FileOutcome(p, ChangeKind(c), OutcomeStatus(s), e) for p, c, s, e in rows]
 
     def change_counts(self, identifier: str) -> dict[str, int]:
         """How many paths were added, modified and deleted."""
@@ -836,7 +838,7 @@ class ReleaseStore:
             ReleaseItem(
                 uid=r["uid"],
                 version=r["version"],
-                action=r["action"],
+                action=ItemAction(r["action"]),
                 locales=tuple(json.loads(r["locales"])),
                 reference=bool(r["reference"]),
             )

@@ -11,9 +11,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import config as config_module
+from .errors import ConfigError, DeployHQLiteError, ReleaseRefusedError, RollbackNotAllowedError
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+
+def error_body(exc: DeployHQLiteError) -> dict[str, Any]:
+    """An error as ``--json`` prints it and the HTTP API answers it: ``{"error": ...}``,
+    with a release refusal's ``error_code``, a rollback refusal's ``reason`` and a config
+    file's ``problems`` when it has several (each a line of ``error``)."""
+    body: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, ReleaseRefusedError):
+        body["error_code"] = exc.code
+    if isinstance(exc, RollbackNotAllowedError) and exc.reason:
+        body["reason"] = exc.reason
+    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+        body["problems"] = list(exc.problems)
+    return body
 
 
 def page_of(records: Sequence[Any], *, page: int, per_page: int, total: int) -> dict[str, Any]:

@@ -31,13 +31,13 @@ from .engine import Engine
 from .errors import (
     ConfigError,
     DeployHQLiteError,
-    RollbackNotAllowedError,
     ServeError,
     StoreError,
     UnknownNameError,
 )
 from .log import get_logger
 from .records import DeploymentMode, DeploymentStatus
+from .webengines import ThreadEngines
 
 log = get_logger(__name__)
 
@@ -165,14 +165,7 @@ def create_app(settings: Settings, *, worker: bool = True, worker_interval: floa
         summary="DeployHQ-compatible deployments and rollbacks, and content releases.",
         lifespan=lifespan,
     )
-    engines = threading.local()
-
-    def engine() -> Engine:
-        found: Engine | None = getattr(engines, "engine", None)
-        if found is None:
-            found = engines.engine = Engine(settings)
-        return found
-
+    engine = ThreadEngines(settings)  # closed as their threads end, after the app's
     user = Depends(_caller)
     _add_error_handlers(app)
     _index_route(app, user)
@@ -225,15 +218,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DeployHQLiteError)
     async def refused(request: Request, exc: DeployHQLiteError) -> JSONResponse:
-        code = getattr(exc, "code", None)
-        status = 404 if isinstance(exc, UnknownNameError) or code == "not_found" else 422
-        if isinstance(exc, StoreError):
-            status = 503
-        body: dict[str, Any] = {"error": str(exc)}
-        if isinstance(code, str):
-            body["error_code"] = code
-        if isinstance(exc, RollbackNotAllowedError):
-            body["reason"] = exc.reason
+        body = views.error_body(exc)
+        not_found = isinstance(exc, UnknownNameError) or body.get("error_code") == "not_found"
+        status = 503 if isinstance(exc, StoreError) else 404 if not_found else 422
         return JSONResponse(body, status)
 
     @app.exception_handler(StarletteHTTPException)

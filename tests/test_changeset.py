@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from deployhq_lite.changeset import (
     RESERVED_DIR,
-    ChangeKind,
     Changeset,
     Entry,
     EntryKind,
@@ -22,6 +21,7 @@ from deployhq_lite.changeset import (
     diff,
 )
 from deployhq_lite.errors import RepositoryError, UnsafePathError
+from deployhq_lite.records import ChangeKind
 
 A = Entry("a" * 40)
 B = Entry("b" * 40)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import deployhq_lite as dhq
 from tests.test_cli import table
 from tests.test_entries import Stack, delivered, entry
 from tests.test_entries import stack as stack
@@ -184,6 +185,24 @@ def test_rollback_refusals(content: Stack) -> None:
     )
     assert not content.delivery["staging"].exists()  # touched nothing
     assert refused(content, "releases", "show", "blog", "nope") == "not_found"
+
+
+def test_each_refused_release_rollback_is_a_release_rollback_not_allowed_error(
+    content: Stack,
+) -> None:
+    release = new_release(content, ("hello",))
+
+    def refusal(uid: str) -> dhq.ReleaseRollbackNotAllowedError:
+        with pytest.raises(dhq.ReleaseRollbackNotAllowedError) as refused:
+            dhq.rollback_release("blog", uid, user="alice", config=content.config)
+        return refused.value
+
+    assert refusal(release).code == "release_not_deployed"
+    deploy(content, release)
+    rollback = dhq.rollback_release("blog", release, user="alice", config=content.config)
+    assert refusal(rollback.uid).code == "cannot_rollback_rollback_release"
+    ok(content, "releases", "delete", "blog", rollback.uid)
+    assert refusal(release).code == "redeploy_required"
 
 
 def test_each_user_gets_their_own_rollback_release(content: Stack) -> None:

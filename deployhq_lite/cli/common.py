@@ -14,10 +14,8 @@ import click
 
 from .. import log
 from ..errors import DeployHQLiteError, RollbackNotAllowedError
-from ..records import (
-    Deployment,
-    FileOutcome,
-)
+from ..records import ChangeKind, Deployment, FileOutcome
+from ..views import error_body
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -121,16 +119,7 @@ def _engine() -> Iterator[Engine]:
 def _fail(exc: DeployHQLiteError) -> NoReturn:
     reason = exc.reason if isinstance(exc, RollbackNotAllowedError) else None
     if _opts().json:
-        body: dict[str, object] = {"error": str(exc)}
-        code = getattr(exc, "code", None)
-        if isinstance(code, str):
-            body["error_code"] = code
-        if reason:
-            body["reason"] = reason
-        problems = getattr(exc, "problems", ())
-        if len(problems) > 1:  # a config file's problems, a line each in "error"
-            body["problems"] = list(problems)
-        click.echo(json.dumps(body))
+        click.echo(json.dumps(error_body(exc)))
     else:
         lines = str(exc).splitlines() or [""]
         if reason:
@@ -239,13 +228,13 @@ def echo_changes(
 ) -> None:
     """A summary line and up to ``limit`` paths; ``counts`` when ``changes`` is a prefix."""
     if counts is None:
-        counts = {"added": 0, "modified": 0, "deleted": 0}
+        counts = {ChangeKind.ADDED: 0, ChangeKind.MODIFIED: 0, ChangeKind.DELETED: 0}
         for c in changes:
             counts[c.change] += 1
     total = sum(counts.values())
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     click.echo(f"  changes  {summary}" if total else "  changes  none")
-    sign = {"added": "+", "modified": "M", "deleted": "-"}
+    sign = {ChangeKind.ADDED: "+", ChangeKind.MODIFIED: "M", ChangeKind.DELETED: "-"}
     for c in changes[:limit]:
         flag = "" if c.status.value in ("done", "previewed") else f"  [{c.status.value}]"
         where = f"{c.server}: " if c.server else ""

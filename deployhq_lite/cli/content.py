@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..records import Deployment, Release
+from ..records import Deployment, ItemAction, Release
 from ..views import page_of
 from .common import (
     _engine,
@@ -203,7 +203,9 @@ def create_release(stack: str, name: str, user: str | None) -> None:
 @click.argument("uid")
 @click.option("--version", type=click.IntRange(min=1), help="Default: the latest, now.")
 @locale_option
-@click.option("--action", type=click.Choice(["publish", "unpublish"]), default="publish")
+@click.option(
+    "--action", type=click.Choice([a.value for a in ItemAction]), default=ItemAction.PUBLISH.value
+)
 @click.option("--with-references", is_flag=True, help="Add referenced documents too.")
 @user_option
 @common_options
