@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from .documents import Catalog
     from .records import DeploymentStatus
     from .releases import PublishResult
-    from .store import History, ReleaseStore, SnapshotStore
-    from .storegc import GcReport
+    from .store import HistoryStore, ReleaseHistory, SnapshotStorage
+    from .store.gc import GcReport
     from .transports import Transport
 
 Hook = Callable[[HookEvent], object]
@@ -96,13 +96,13 @@ class Engine:
         return path
 
     @cached_property
-    def history(self) -> History:
+    def history(self) -> HistoryStore:
         from .store import History
 
         return History(self.state_dir / "history.sqlite3")
 
     @cached_property
-    def snapshots(self) -> SnapshotStore:
+    def snapshots(self) -> SnapshotStorage:
         from .store import SnapshotStore
 
         return SnapshotStore(self.state_dir / "snapshots.git")
@@ -111,7 +111,7 @@ class Engine:
         """Repack the snapshot store from its refs and drop what none reaches (every
         deployment's snapshot is kept); with ``dry_run`` only report what it would
         reclaim. Refused (StoreBusyError) while a deployment is queued or running."""
-        from .storegc import collect
+        from .store.gc import collect  # not at the top: start-up stays fast
 
         return collect(self.snapshots.path, in_flight=self.history.unfinished, dry_run=dry_run)
 
@@ -137,10 +137,8 @@ class Engine:
         return self._sources[project]
 
     @cached_property
-    def releases(self) -> ReleaseStore:
-        from .store import ReleaseStore
-
-        return ReleaseStore(self.history)
+    def releases(self) -> ReleaseHistory:
+        return self.history.releases  # kept in the history's database
 
     def catalog(self, stack: str) -> Catalog:
         """The stack's documents at its branch head (read again when the head moves)."""

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from .errors import DeploymentLockedError
 from .log import get_logger
 from .records import utcnow
-from .store import History, LockRecord
+from .store import DeploymentQueue, LockRecord
 
 log = get_logger(__name__)
 
@@ -53,7 +53,7 @@ def looks_alive(owner: str) -> bool:
 
 
 def take_lock(
-    history: History, mine: LockRecord, *, steal: bool = False, break_stale: bool = False
+    history: DeploymentQueue, mine: LockRecord, *, steal: bool = False, break_stale: bool = False
 ) -> tuple[bool, LockRecord | None]:
     """(whether ``mine`` is now held, the holder it met or pushed aside). ``break_stale``
     takes over a lock whose owner process on this host is gone."""
@@ -63,7 +63,7 @@ def take_lock(
     return acquired, holder
 
 
-def check_unlocked(history: History, server_keys: Iterable[str]) -> None:
+def check_unlocked(history: DeploymentQueue, server_keys: Iterable[str]) -> None:
     """Refuse as :func:`server_lock` would when one of the servers is locked now: run
     before a deployment is recorded, a refused one leaves no history row."""
     for key in server_keys:
@@ -83,7 +83,7 @@ def _locked(holder: LockRecord) -> DeploymentLockedError:
 
 @contextmanager
 def server_lock(
-    history: History,
+    history: DeploymentQueue,
     server_key: str,
     deployment: str,
     *,

@@ -1,7 +1,7 @@
 """The deployment queue: workers that run pending deployments from the history.
 
 A queued deployment is a ``pending`` (or ``preview_pending``) row in the history. A
-worker claims one atomically (:meth:`History.claim_next`: oldest first, one deployment
+worker claims one atomically (:meth:`DeploymentQueue.claim_next`: oldest first, one deployment
 per server at a time, never overtaking an older one on the same server), runs it, and
 goes again; several workers, in one process or many, may share a state directory.
 
@@ -29,7 +29,7 @@ from .log import get_logger
 from .marker import read_marker
 from .records import UNFINISHED, Deployment, DeploymentStatus, Release, utcnow
 from .store import LockRecord
-from .storegc import GcReport, is_due
+from .store.gc import GcReport, is_due
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -97,7 +97,7 @@ def run_worker(
 
 def collect_store_if_due(engine: Engine) -> GcReport | None:
     """Collect the snapshot store when it has grown by ``snapshot_store_gc_size`` since
-    its last gc (see :func:`storegc.is_due`); not now if it is in use. Never raises."""
+    its last gc (see :func:`store.gc.is_due`); not now if it is in use. Never raises."""
     if not is_due(engine.snapshots.path, engine.settings.snapshot_store_gc_size):
         return None
     try:
@@ -143,7 +143,7 @@ def _fail_unfinished(engine: Engine, deployment: Deployment, error: str) -> None
 
 def recover(engine: Engine) -> list[Deployment]:
     """Fail what stopped workers and killed runs on this host left unfinished (see
-    :meth:`History.recover_abandoned`); a deployment whose marker is on its server did
+    :meth:`DeploymentQueue.recover_abandoned`); a deployment whose marker is on its server did
     complete, and is recorded so. Returns them as they are now."""
     recovered = []
     for failed in engine.history.recover_abandoned(looks_stale):

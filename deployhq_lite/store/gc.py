@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreBusyError, StoreError
-from .log import get_logger
-from .records import utcnow
+from ..errors import StoreBusyError, StoreError
+from ..log import get_logger
+from ..records import utcnow
 
 LOCK_NAME = "deployhq-lite-gc.lock"  # in the store: shared by keep, exclusive for gc
 RECORD_NAME = "deployhq-lite-gc.json"  # in the store: what the last gc left
