@@ -28,7 +28,7 @@ from .errors import (
     StoreError,
     UnsafePathError,
 )
-from .transports.base import BytesSource, Source
+from .values import BytesSource, Source
 
 MODE_FILE = 0o100644
 MODE_EXECUTABLE = 0o100755

@@ -1,5 +1,5 @@
 """Names on a server: which are git's or ours whatever the server's file system makes
-of them, and how names that are not UTF-8 are shown.
+of them, the temp names files are written to, and how names that are not UTF-8 are shown.
 
 A server may fold case and normalise (macOS: HFS+, APFS), drop trailing dots and
 spaces and read ``name:stream`` as a stream of ``name`` (Windows: NTFS), or ignore some
@@ -15,12 +15,30 @@ JSON, in the lossless escaped form of :func:`escape_path`.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import unicodedata
 
 # Files are written to ``.<name>.dhq-tmp`` beside ``<name>`` and renamed over it; tree
 # paths with such names are refused (they would be clobbered mid-deploy).
 TEMP_SUFFIX = ".dhq-tmp"
+
+
+def temp_name(name: str) -> str:
+    """The temp name for ``name`` in the same directory (stable, so re-runs reuse it);
+    ``name`` may hold bytes that are not UTF-8 (see the module docstring)."""
+    tmp = f".{name}{TEMP_SUFFIX}"
+    if len(os.fsencode(tmp)) <= 255:
+        return tmp
+    return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{TEMP_SUFFIX}"
+
+
+def temp_path(path: str) -> str:
+    """The temp name of the (relative) ``path``, in its own directory."""
+    parent, slash, name = path.rpartition("/")
+    return f"{parent}{slash}{temp_name(name)}"
+
 
 # Our own files on a server live here; a repository may not write into it.
 RESERVED_DIR = ".deployhq-lite"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
-from .transports.base import OUTPUT_LIMIT, CommandOutcome
+from .values import OUTPUT_LIMIT, CommandOutcome
 
 GRACE = 2.0  # seconds to collect the last output after a command's group was killed
 

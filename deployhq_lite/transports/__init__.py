@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import BaseTransport, BytesSource, RemoteEntry, Source, Transport, Upload
+from .base import BaseTransport, RemoteEntry, Transport, Upload
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
 
 __all__ = [
     "BaseTransport",
-    "BytesSource",
     "RemoteEntry",
-    "Source",
     "Transport",
     "Upload",
     "open_transport",

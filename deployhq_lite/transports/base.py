@@ -9,7 +9,6 @@ Ordering, the revision marker, locking and progress belong to the engine.
 from __future__ import annotations
 
 import abc
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,23 +22,8 @@ from ..errors import (
     TransportError,
     TransportStateError,
 )
-from ..names import TEMP_SUFFIX as TEMP_SUFFIX  # see names: the temp-name rule lives there
-
-
-def temp_name(name: str) -> str:
-    """The temp name for ``name`` in the same directory (stable, so re-runs reuse it);
-    ``name`` may hold bytes that are not UTF-8 (see :mod:`names`)."""
-    tmp = f".{name}{TEMP_SUFFIX}"
-    if len(os.fsencode(tmp)) <= 255:
-        return tmp
-    return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{TEMP_SUFFIX}"
-
-
-def temp_path(path: str) -> str:
-    """The temp name of the (relative) ``path``, in its own directory."""
-    parent, slash, name = path.rpartition("/")
-    return f"{parent}{slash}{temp_name(name)}"
-
+from ..names import temp_path
+from ..values import BytesSource, CommandOutcome, Source
 
 RemoteKind = Literal["file", "dir", "symlink", "other"]
 
@@ -50,35 +34,6 @@ class RemoteEntry:
     size: int
     mode: int  # permission bits
     target: str | None = None  # for symlinks
-
-
-class Source(Protocol):
-    """File contents read in pieces: ``read(n)`` returns at most n bytes, b"" at the end."""
-
-    size: int
-
-    def read(self, n: int = -1, /) -> bytes: ...
-    def close(self) -> None: ...
-
-
-class BytesSource:
-    """A ``Source`` over bytes already in memory."""
-
-    __slots__ = ("_data", "_pos", "size")
-
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos, self.size = data, 0, len(data)
-
-    def read(self, n: int = -1, /) -> bytes:
-        if self._pos == 0 and (n < 0 or n >= self.size):
-            self._pos = self.size
-            return self._data
-        end = self.size if n < 0 else min(self.size, self._pos + n)
-        piece, self._pos = self._data[self._pos : end], end
-        return piece
-
-    def close(self) -> None:
-        self._data = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +85,6 @@ class Transport(Protocol):
     def run_command(
         self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
     ) -> CommandOutcome: ...
-
-
-# (exit status or None when it timed out, the last of its output, seconds it took)
-CommandOutcome = tuple[int | None, str, float]
-OUTPUT_LIMIT = 64 * 1024  # bytes of a command's output kept (the end of it)
 
 
 def check_relative(path: str, *, allow_root: bool = False) -> str:

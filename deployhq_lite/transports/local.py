@@ -21,17 +21,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
+from ..names import temp_name
 from ..shell import run_shell
+from ..values import CommandOutcome, Source
 from .base import (
     BaseTransport,
-    CommandOutcome,
     DoneCallback,
     RemoteEntry,
     RemoteKind,
-    Source,
     Upload,
     check_relative,
-    temp_name,
 )
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -19,8 +19,9 @@ from deployhq_lite.errors import (
     TransportError,
     TransportStateError,
 )
+from deployhq_lite.names import TEMP_SUFFIX
 from deployhq_lite.testing.plugin import read_tree
-from deployhq_lite.transports.base import TEMP_SUFFIX, Transport, Upload
+from deployhq_lite.transports.base import Transport, Upload
 from deployhq_lite.transports.local import LocalTransport
 from deployhq_lite.transports.memory import MemoryFile, MemorySymlink, MemoryTransport
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from deployhq_lite.errors import PathOutsideRootError, RemotePathError, TransportError
-from deployhq_lite.transports.base import TEMP_SUFFIX, Upload, temp_name
+from deployhq_lite.names import TEMP_SUFFIX, temp_name
+from deployhq_lite.transports.base import Upload
 from deployhq_lite.transports.local import LocalTransport
 
 

@@ -22,7 +22,9 @@ from typing import Protocol
 import paramiko
 
 from ...errors import TransportError
-from ..base import DoneCallback, Source, Upload, temp_path
+from ...names import temp_path
+from ...values import Source
+from ..base import DoneCallback, Upload
 from .pipeline import Pipe, is_unsupported, remove_quietly
 
 _MAX_FILES = 64  # files being written at once

@@ -26,7 +26,7 @@ import paramiko
 
 from ...errors import AuthenticationError, ConfigError, ConnectError, HostKeyError
 from ...log import get_logger
-from ..base import OUTPUT_LIMIT, CommandOutcome
+from ...values import OUTPUT_LIMIT, CommandOutcome
 
 if TYPE_CHECKING:
     from ...config import ServerConfig

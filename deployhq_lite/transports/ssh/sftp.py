@@ -27,16 +27,15 @@ import paramiko
 
 from ...errors import ConnectError, PathOutsideRootError, RemotePathError, TransportError
 from ...log import get_logger
+from ...names import TEMP_SUFFIX, temp_path
+from ...values import CommandOutcome
 from ..base import (
-    TEMP_SUFFIX,
     BaseTransport,
-    CommandOutcome,
     DoneCallback,
     RemoteEntry,
     RemoteKind,
     Upload,
     check_relative,
-    temp_path,
 )
 from .batches import DeleteBatch, PutBatch, run_reporting
 from .connection import Connector, fingerprint, run_remote, session_started
