@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import git_tree, log, remove, verify_tree
 
-from deployhq_lite.testing.gitrepo import GitRepoBuilder
+from deployhq_lite.repobuilder import GitRepoBuilder
 
 SMALL_FILES = 2_000
 SMALL_DIRS = 20

@@ -13,7 +13,7 @@ from .config import build_settings
 from .engine import Engine
 from .errors import ConfigError
 from .records import Deployment, FileOutcome
-from .testing.gitrepo import Executable, GitRepoBuilder, Symlink
+from .repobuilder import Executable, GitRepoBuilder, Symlink
 
 DEMO_MARK = ".deployhq-lite-demo"
 

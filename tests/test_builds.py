@@ -16,7 +16,7 @@ from deployhq_lite.builds import BuildError, BuildResult, run_build
 from deployhq_lite.config import ProjectConfig
 from deployhq_lite.errors import RepositoryError
 from deployhq_lite.records import CommandResult
-from deployhq_lite.testing.gitrepo import Executable, GitRepoBuilder, Symlink, git
+from deployhq_lite.repobuilder import Executable, GitRepoBuilder, Symlink, git
 from deployhq_lite.values import OUTPUT_LIMIT
 
 

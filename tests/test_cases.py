@@ -23,8 +23,8 @@ from deployhq_lite import DeploymentStatus, git
 from deployhq_lite.changeset import Changeset, Entry, EntryKind, diff
 from deployhq_lite.engine import Engine
 from deployhq_lite.marker import MARKER_PATH
+from deployhq_lite.repobuilder import Content, Executable, Symlink
 from deployhq_lite.snapshots import TreeSnapshot, changes_between
-from deployhq_lite.testing.gitrepo import Content, Executable, Symlink
 from deployhq_lite.testing.plugin import Site, Tree, read_tree
 
 CASES_DIR = Path(__file__).parent / "cases"

@@ -19,8 +19,8 @@ import pytest
 
 import deployhq_lite as dhq
 from deployhq_lite.records import DeploymentStatus
+from deployhq_lite.repobuilder import Executable, Symlink, git
 from deployhq_lite.store import History
-from deployhq_lite.testing.gitrepo import Executable, Symlink, git
 from deployhq_lite.testing.plugin import CLI, Site
 from deployhq_lite.testing.plugin import run_cli as run
 

@@ -12,7 +12,7 @@ import pytest
 
 import deployhq_lite as dhq
 from deployhq_lite.config import load_settings
-from deployhq_lite.testing.gitrepo import GitRepoBuilder
+from deployhq_lite.repobuilder import GitRepoBuilder
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.plugin import run_cli as run
 

@@ -10,7 +10,7 @@ import pytest
 
 import deployhq_lite as dhq
 from deployhq_lite.errors import RefusedError, UnknownNameError
-from deployhq_lite.testing.gitrepo import GitRepoBuilder
+from deployhq_lite.repobuilder import GitRepoBuilder
 from deployhq_lite.testing.plugin import run_cli
 
 

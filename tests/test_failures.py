@@ -23,8 +23,8 @@ from pygit2.enums import ObjectType
 
 import deployhq_lite as dhq
 from deployhq_lite.records import utcnow
+from deployhq_lite.repobuilder import Executable, Symlink, git
 from deployhq_lite.store import History, LockRecord
-from deployhq_lite.testing.gitrepo import Executable, Symlink, git
 from deployhq_lite.testing.plugin import CLI, Site
 from deployhq_lite.testing.plugin import run_cli as run
 from deployhq_lite.testing.sshd import SSHServer

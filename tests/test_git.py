@@ -6,7 +6,7 @@ import pytest
 
 from deployhq_lite import git
 from deployhq_lite.errors import RevisionNotFoundError
-from deployhq_lite.testing.gitrepo import GitRepoBuilder
+from deployhq_lite.repobuilder import GitRepoBuilder
 
 
 def test_resolve_specs(git_repo: GitRepoBuilder) -> None:

@@ -14,8 +14,8 @@ import structlog
 
 import deployhq_lite as dhq
 from deployhq_lite.engine import Engine
+from deployhq_lite.repobuilder import GitRepoBuilder, git
 from deployhq_lite.store import History
-from deployhq_lite.testing.gitrepo import GitRepoBuilder, git
 from deployhq_lite.testing.plugin import Site
 
 FILES = {"index.html": "<h1>hi</h1>", "b/one.txt": "1", "a.txt": "a"}

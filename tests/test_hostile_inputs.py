@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import deployhq_lite as dhq
 from deployhq_lite.config import load_settings
 from deployhq_lite.names import escape_path, shown, unescape_path
-from deployhq_lite.testing.gitrepo import GitRepoBuilder, Symlink, git
+from deployhq_lite.repobuilder import GitRepoBuilder, Symlink, git
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.plugin import run_cli as run
 from deployhq_lite.testing.sshd import SSHServer

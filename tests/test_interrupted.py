@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 import deployhq_lite as dhq
+from deployhq_lite.repobuilder import Executable
 from deployhq_lite.store import History
-from deployhq_lite.testing.gitrepo import Executable
 from deployhq_lite.testing.plugin import Site, Tree, read_tree, run_cli
 from deployhq_lite.testing.sshd import SSHServer
 

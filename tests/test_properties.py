@@ -24,8 +24,8 @@ from deployhq_lite.changeset import Entry, EntryKind, apply, diff
 from deployhq_lite.config import build_settings
 from deployhq_lite.engine import Engine
 from deployhq_lite.marker import MARKER_PATH
+from deployhq_lite.repobuilder import Content, Symlink
 from deployhq_lite.snapshots import EMPTY, TreeSnapshot, changes_between
-from deployhq_lite.testing.gitrepo import Content, Symlink
 from deployhq_lite.testing.plugin import Site, Tree, read_tree
 from deployhq_lite.transports.memory import MemoryFile, MemoryTransport, Node
 

@@ -15,7 +15,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 import deployhq_lite as dhq
 from deployhq_lite.errors import ReleaseRefusedError
 from deployhq_lite.releases import PublishResult, add_item, create_release
-from deployhq_lite.testing.gitrepo import GitRepoBuilder
+from deployhq_lite.repobuilder import GitRepoBuilder
 
 DOCS = ("a", "b", "c")
 VERSIONS = 3

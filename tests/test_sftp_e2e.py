@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import deployhq_lite as dhq
-from deployhq_lite.testing.gitrepo import Executable, Symlink
+from deployhq_lite.repobuilder import Executable, Symlink
 from deployhq_lite.testing.plugin import Site, run_cli
 from deployhq_lite.testing.sshd import SSHServer
 

@@ -24,8 +24,8 @@ import pytest
 from pygit2.enums import FileMode
 
 from deployhq_lite.records import DeploymentStatus
+from deployhq_lite.repobuilder import Content, Executable, Symlink
 from deployhq_lite.store import History
-from deployhq_lite.testing.gitrepo import Content, Executable, Symlink
 from deployhq_lite.testing.plugin import CLI, Site, SSHEndpoint, Tree, read_tree
 from deployhq_lite.testing.sshd import SSHServer
 

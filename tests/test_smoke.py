@@ -1,5 +1,5 @@
 import deployhq_lite as dhq
-from deployhq_lite.testing.gitrepo import Executable, Symlink
+from deployhq_lite.repobuilder import Executable, Symlink
 from deployhq_lite.testing.plugin import Site
 
 

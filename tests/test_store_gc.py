@@ -21,9 +21,9 @@ from deployhq_lite.engine import Engine
 from deployhq_lite.errors import ConfigError
 from deployhq_lite.locking import owner_label
 from deployhq_lite.records import DeploymentStatus, utcnow
+from deployhq_lite.repobuilder import GIT_ENV, git
 from deployhq_lite.store import History, LockRecord
 from deployhq_lite.store.gc import LOOSE_GRACE, measure, store_lock
-from deployhq_lite.testing.gitrepo import GIT_ENV, git
 from deployhq_lite.testing.plugin import CLI, Site, run_cli
 
 MiB = 1024 * 1024

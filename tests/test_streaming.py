@@ -10,7 +10,7 @@ import pytest
 
 import deployhq_lite as dhq
 from deployhq_lite import git, gitobjects
-from deployhq_lite.testing.gitrepo import Executable
+from deployhq_lite.repobuilder import Executable
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.sshd import SSHServer
 from deployhq_lite.transports import local

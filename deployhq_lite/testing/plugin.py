@@ -20,7 +20,7 @@ from typing import Protocol
 
 import pytest
 
-from .gitrepo import GIT_ENV, GitRepoBuilder
+from ..repobuilder import GIT_ENV, GitRepoBuilder
 from .sshd import SSHServer, start_sshd
 
 CLI = Path(sys.executable).with_name("deployhq-lite")
