@@ -4,18 +4,28 @@ deployment; read first, to tell whether the server holds what the history says."
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 from .errors import MarkerMismatchError
 from .log import get_logger
 from .records import Deployment, utcnow
-from .transports import Transport
 
 MARKER_PATH = ".deployhq-lite/revision"
+
+
+class MarkerTarget(Protocol):
+    """What the marker needs of a server: every ``Transport`` is one (the core imports
+    nothing from the transports)."""
+
+    def read_file(self, path: str) -> bytes | None: ...
+    def put_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None: ...
+    def sync(self) -> None: ...
+
 
 log = get_logger(__name__)
 
 
-def read_marker(transport: Transport) -> dict[str, str] | None:
+def read_marker(transport: MarkerTarget) -> dict[str, str] | None:
     raw = transport.read_file(MARKER_PATH)
     if raw is None:
         return None
@@ -83,7 +93,7 @@ def check_marker(
     )
 
 
-def write_marker(transport: Transport, deployment: Deployment) -> None:
+def write_marker(transport: MarkerTarget, deployment: Deployment) -> None:
     """Make every change durable, then commit the deployment by writing the marker."""
     transport.sync()
     body = {
