@@ -1,9 +1,10 @@
-"""The DeployHQ model: deployments, previews and rollbacks, and their rules.
+"""The DeployHQ model: deployments, previews and rollbacks.
 
 A deployment goes from what the server holds (see :mod:`planning`) to a revision; a
 rollback of D is a new deployment to D's stored end snapshot, refused with DeployHQ's
-exact messages when the rules forbid it. Running one takes the server's lock, checks
-the marker, stores the end snapshot, applies the changes and writes the marker last.
+exact messages when its rules (see :mod:`rules`) forbid it. Running one takes the
+server's lock, checks the marker, stores the end snapshot, applies the changes and writes
+the marker last.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from .errors import (
     ConfigError,
     DeployHQLiteError,
     DeploymentError,
-    RollbackNotAllowedError,
     TransportError,
 )
 from .git import MODE_FILE, RawEntry
@@ -39,6 +39,7 @@ from .records import (
     Preview,
     utcnow,
 )
+from .rules import ServerFacts, check_rollback
 from .selection import overlay, select_tree
 from .snapshots import EMPTY, TreeSnapshot
 from .transports import Transport, Upload
@@ -48,11 +49,6 @@ if TYPE_CHECKING:
     from .config import SSHCommandConfig
     from .engine import Engine
     from .store import LockRecord
-
-ROLLBACK_CONFIG_FILES = "Cannot rollback a config files deployment"
-ROLLBACK_NO_SERVER = "Deployment has no parent server"
-ROLLBACK_LATEST = "Cannot rollback the latest deployment"
-ROLLBACK_IMPOSSIBLE = "Deployment cannot be rolled back"
 
 ProgressCallback = Callable[[int, int, str], None]
 OutputCallback = Callable[[str], None]  # a line of build output, as it comes
@@ -246,7 +242,7 @@ def create_rollback(
             run_build_commands=run_build_commands,
             claimed_by=claimed_by,
         )
-    end_tree = check_rollback(engine, target)
+    end_tree = check_rollback(target, server_facts(engine, target))
     return rollback_to(
         engine,
         target,
@@ -300,55 +296,14 @@ def rollback_to(
     )
 
 
-def check_rollback(engine: Engine, target: Deployment) -> str:
-    """Refuse with DeployHQ's exact messages (and why); return the target's stored end
-    tree."""
-    if target.config_files_only:
-        raise RollbackNotAllowedError(ROLLBACK_CONFIG_FILES, reason=CONFIG_FILES_ONLY)
-    if engine.settings.find_server(target.project, target.server) is None:
-        raise RollbackNotAllowedError(ROLLBACK_NO_SERVER, reason=not_in_config(target.server))
-    latest = engine.history.find_latest_completed(target.project, target.server)
-    if latest is not None and latest.identifier == target.identifier:
-        latest_reason = f"it is the latest completed deployment on server {target.server!r}"
-        raise RollbackNotAllowedError(ROLLBACK_LATEST, reason=latest_reason)
-    tree = engine.snapshots.find_tree(target.identifier)
-    reason = not_completed(target)
-    if reason is None and latest is None:
-        reason = f"server {target.server!r} has no completed deployment to roll back from"
-    if reason is not None or tree is None:
-        raise RollbackNotAllowedError(ROLLBACK_IMPOSSIBLE, reason=reason or SNAPSHOT_MISSING)
-    return tree
-
-
-CONFIG_FILES_ONLY = "it deployed only config files"
-SNAPSHOT_MISSING = "what it deployed is missing from the snapshot store"
-
-
-def not_in_config(server: str, kind: str = "server") -> str:
-    return f"its {kind} {server!r} is no longer in the config"
-
-
-def _failure(target: Deployment) -> str:
-    """``failed: why`` from a failed deployment's error, on one line, without its own
-    identifier or the advice to deploy again (see :func:`_run_locked`'s message)."""
-    lines = (target.error or "").strip().splitlines()
-    error = lines[0] if lines else ""
-    error = error.removeprefix(f"deployment {target.identifier}").lstrip(": ")
-    error = error.partition("; the server marker was not moved")[0]
-    if not error:
-        return "failed"
-    return error if error.startswith("failed ") else f"failed: {error}"
-
-
-def not_completed(target: Deployment) -> str | None:
-    """Why ``target`` never put anything on a server to go back to (None: it did)."""
-    if target.is_preview:
-        return "it is a preview: it deployed nothing"
-    if target.status is DeploymentStatus.FAILED:
-        return f"it {_failure(target)}"
-    if target.status is not DeploymentStatus.COMPLETED:
-        return f"it is still {target.status.value}"
-    return None
+def server_facts(engine: Engine, deployment: Deployment) -> ServerFacts:
+    """What DeployHQ's rollback rules need to know about ``deployment``'s server."""
+    return ServerFacts(
+        deployment,
+        configured=engine.settings.find_server(deployment.project, deployment.server) is not None,
+        latest=engine.history.find_latest_completed(deployment.project, deployment.server),
+        tree=engine.snapshots.find_tree(deployment.identifier),
+    )
 
 
 def new_deployment(

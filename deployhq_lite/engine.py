@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
@@ -16,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from . import config as config_module
+from . import readmodel
 from .errors import ConfigError, RepositoryError, UnknownNameError
 from .log import get_logger
 from .records import Deployment, DeploymentMode, FileOutcome, HookEvent, Preview, Release
@@ -266,58 +266,20 @@ class Engine:
         return self.history.query(project, server, limit=limit, offset=offset, status=status)
 
     def describe(self, deployment: Deployment) -> dict[str, Any]:
-        """A deployment as JSON (DeployHQ's shape) with its per-file ``changes`` and the
-        ``commands`` it ran; a group deployment's ``servers`` carry each server's too."""
-        members = self.members(deployment)
-        data = deployment.to_json(members)
-        pairs = [(data, deployment)]
-        if not members:
-            data["changes"] = [c.to_json() for c in self.history.outcomes(deployment.identifier)]
-        else:  # each member's outcomes read once: under its server, and in the whole list
-            combined: list[dict[str, Any]] = []
-            for server, member in zip(data["servers"], members, strict=True):
-                outcomes = self.history.outcomes(member.identifier)
-                server["changes"] = [c.to_json() for c in outcomes]
-                combined += [
-                    dataclasses.replace(c, server=member.server).to_json() for c in outcomes
-                ]
-                pairs.append((server, member))
-            data["changes"] = combined
-        for where, d in pairs:
-            commands = self.history.command_results(d.identifier)
-            if commands:
-                where["commands"] = [c.to_json() for c in commands]
-        return data
+        """A deployment as JSON with its changes and commands (see :mod:`readmodel`)."""
+        return readmodel.describe(self.history, deployment)
 
     def members(self, deployment: Deployment) -> list[Deployment]:
         """A group deployment's per-server deployments (none for any other)."""
-        return self.history.members(deployment.identifier) if deployment.is_group else []
+        return readmodel.members(self.history, deployment)
 
     def file_changes(self, identifier: str, *, limit: int = -1) -> list[FileOutcome]:
         """Per-file outcomes; a group deployment's are its servers' (``server`` set)."""
-        found = self.history.find(identifier)
-        if found is None or not found.is_group:
-            return self.history.outcomes(identifier, limit=limit)
-        combined: list[FileOutcome] = []
-        for member in self.history.members(identifier):
-            left = -1 if limit < 0 else limit - len(combined)
-            if left == 0:
-                break
-            combined.extend(
-                dataclasses.replace(c, server=member.server)
-                for c in self.history.outcomes(member.identifier, limit=left)
-            )
-        return combined
+        return readmodel.file_changes(self.history, identifier, limit=limit)
 
     def change_counts(self, identifier: str) -> dict[str, int]:
-        found = self.history.find(identifier)
-        if found is None or not found.is_group:
-            return self.history.change_counts(identifier)
-        total: dict[str, int] = {}
-        for member in self.history.members(identifier):
-            for kind, n in self.history.change_counts(member.identifier).items():
-                total[kind] = total.get(kind, 0) + n
-        return total
+        """Files per kind of change; a group deployment's: its servers' sum."""
+        return readmodel.change_counts(self.history, identifier)
 
     # -- the DeployHQ model ----------------------------------------------------------------------
 

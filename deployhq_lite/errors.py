@@ -137,7 +137,7 @@ class StoreBusyError(RefusedError):
 
 
 class RollbackNotAllowedError(RefusedError):
-    """Messages are DeployHQ's, exactly (see ``deployments.ROLLBACK_*``); ``reason`` says
+    """Messages are DeployHQ's, exactly (see ``rules.ROLLBACK_*``); ``reason`` says
     why this deployment hit that rule (``it failed: connection lost``), shown beside it."""
 
     def __init__(self, message: str, *, reason: str) -> None:

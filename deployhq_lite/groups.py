@@ -15,12 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .deployments import (
-    CONFIG_FILES_ONLY,
-    ROLLBACK_CONFIG_FILES,
-    ROLLBACK_IMPOSSIBLE,
-    ROLLBACK_LATEST,
-    ROLLBACK_NO_SERVER,
-    SNAPSHOT_MISSING,
     OutputCallback,
     Phase,
     PhasedProgress,
@@ -28,17 +22,17 @@ from .deployments import (
     build,
     create_deployment,
     new_deployment,
-    not_completed,
-    not_in_config,
     report_phase,
     rollback_to,
     run_deployment,
     run_preview,
+    server_facts,
 )
-from .errors import DeployHQLiteError, DeploymentError, RollbackNotAllowedError
+from .errors import DeployHQLiteError, DeploymentError
 from .locking import owner_label
 from .log import get_logger
 from .records import Deployment, DeploymentMode, DeploymentStatus, Preview, utcnow
+from .rules import check_group_rollback
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -107,7 +101,13 @@ def create_group_rollback(
     claimed_by: str | None = None,
 ) -> Deployment:
     """Record a rollback of every server of group deployment ``target`` to it."""
-    trees = check_group_rollback(engine, target)
+    listed = engine.history.members(target.identifier)
+    trees = check_group_rollback(
+        target,
+        group_configured=engine.settings.find_group(target.project, target.server) is not None,
+        members=[server_facts(engine, m) for m in listed],
+    )
+    members = {m.server: m for m in listed}
     parent = new_deployment(
         engine,
         target.project,
@@ -121,7 +121,6 @@ def create_group_rollback(
         run_build_commands=run_build_commands,
         claimed_by=owner_label(),  # no worker takes it before its members are in
     )
-    members = {m.server: m for m in engine.history.members(target.identifier)}
     return _add_members(
         engine,
         parent,
@@ -137,37 +136,6 @@ def create_group_rollback(
         list(members),
         claimed_by,
     )
-
-
-def check_group_rollback(engine: Engine, target: Deployment) -> dict[str, str]:
-    """DeployHQ's rules for a group deployment (and why); each member server's stored
-    end tree."""
-    if target.config_files_only:
-        raise RollbackNotAllowedError(ROLLBACK_CONFIG_FILES, reason=CONFIG_FILES_ONLY)
-    members = engine.history.members(target.identifier)
-    if engine.settings.find_group(target.project, target.server) is None:
-        reason = not_in_config(target.server, "server group")
-        raise RollbackNotAllowedError(ROLLBACK_NO_SERVER, reason=reason)
-    for m in members:
-        if engine.settings.find_server(target.project, m.server) is None:
-            raise RollbackNotAllowedError(ROLLBACK_NO_SERVER, reason=not_in_config(m.server))
-    latest = {m.server: engine.history.find_latest_completed(m.project, m.server) for m in members}
-    if members and all(
-        (found := latest[m.server]) is not None and found.identifier == m.identifier
-        for m in members
-    ):
-        reason = f"it is the latest completed deployment on every server of {target.server!r}"
-        raise RollbackNotAllowedError(ROLLBACK_LATEST, reason=reason)
-    trees = {m.server: engine.snapshots.find_tree(m.identifier) for m in members}
-    reason = not_completed(target) or ("" if members else "it has no per-server deployments")
-    for m in members:
-        if not reason and latest[m.server] is None:
-            reason = f"server {m.server!r} has no completed deployment to roll back from"
-        if not reason and trees[m.server] is None:
-            reason = SNAPSHOT_MISSING
-    if reason:
-        raise RollbackNotAllowedError(ROLLBACK_IMPOSSIBLE, reason=reason)
-    return {server: tree for server, tree in trees.items() if tree is not None}
 
 
 def _add_members(
