@@ -18,7 +18,15 @@ from . import config as config_module
 from . import readmodel
 from .errors import ConfigError, RepositoryError, UnknownNameError
 from .log import get_logger
-from .records import Deployment, DeploymentMode, FileOutcome, HookEvent, Preview, Release
+from .records import (
+    Deployment,
+    DeploymentMode,
+    FileOutcome,
+    HookEvent,
+    ItemAction,
+    Preview,
+    Release,
+)
 
 if TYPE_CHECKING:
     from . import git
@@ -221,6 +229,57 @@ class Engine:
 
         return rollback_release(self, stack, release, user)
 
+    def create_release(self, stack: str, name: str, *, user: str | None = None) -> Release:
+        """A new, empty release of ``stack``."""
+        from .releases import create_release
+
+        return create_release(self, stack, name, user)
+
+    def list_releases(self, stack: str, *, user: str | None = None) -> list[Release]:
+        """The releases ``user`` may see (rollback releases: their own), oldest first."""
+        from .releases import list_releases
+
+        return list_releases(self, stack, user)
+
+    def get_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
+        from .releases import get_release
+
+        return get_release(self, stack, release, user)
+
+    def add_release_item(
+        self,
+        stack: str,
+        release: str,
+        uid: str,
+        *,
+        user: str | None = None,
+        version: int | None = None,
+        locales: list[str] | None = None,
+        action: str = ItemAction.PUBLISH,
+        with_references: bool = False,
+    ) -> Release:
+        """Add a document (default: its latest version, now), with its references if
+        asked; refused once the release was deployed."""
+        from .releases import add_item
+
+        return add_item(
+            self,
+            stack,
+            release,
+            uid,
+            user=user,
+            version=version,
+            locales=locales,
+            action=action,
+            with_references=with_references,
+        )
+
+    def delete_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
+        """Delete a release; what it published stays live."""
+        from .releases import delete_release
+
+        return delete_release(self, stack, release, user)
+
     def transport(self, project: str, server: str) -> Transport:
         from .transports import open_transport
 
@@ -383,6 +442,53 @@ class Engine:
             override_marker=override_marker,
             on_progress=on_progress,
             on_output=on_output,
+        )
+
+    def queue_deployment(
+        self,
+        project: str,
+        server: str,
+        *,
+        revision: str | None = None,
+        mode: str | DeploymentMode = DeploymentMode.QUEUE,
+        config_files_only: bool = False,
+        copy_config_files: bool = True,
+        run_build_commands: bool = True,
+    ) -> Deployment:
+        """Record a deployment (or a preview) for a queue worker to run; returns at once."""
+        from . import deployments
+
+        return deployments.create_deployment(
+            self,
+            project,
+            server,
+            revision=revision,
+            mode=DeploymentMode(mode),
+            config_files_only=config_files_only,
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
+        )
+
+    def queue_rollback(
+        self,
+        project: str,
+        deployment: str,
+        *,
+        mode: str | DeploymentMode = DeploymentMode.QUEUE,
+        copy_config_files: bool = True,
+        run_build_commands: bool = True,
+    ) -> Deployment:
+        """Record a rollback to ``deployment`` (DeployHQ's rules checked now) for a queue
+        worker to run; returns at once."""
+        from . import deployments
+
+        return deployments.create_rollback(
+            self,
+            project,
+            deployment,
+            mode=DeploymentMode(mode),
+            copy_config_files=copy_config_files,
+            run_build_commands=run_build_commands,
         )
 
     def _check_unlocked(self, project: str, server: str) -> None:

@@ -289,16 +289,13 @@ def _deployment_routes(
     user: Any,
     wake: threading.Event,
 ) -> None:
-    from . import deployments
-
     @app.post("/projects/{project}/deployments/{deployment}/rollback", status_code=201)
     def rollback(
         project: str, deployment: str, body: RollbackRequest | None = None, _: str = user
     ) -> dict[str, Any]:
         """Create a rollback deployment (DeployHQ's "Rollback deployment via API")."""
         body = body or RollbackRequest()
-        created = deployments.create_rollback(
-            engine(),
+        created = engine().queue_rollback(
             project_key(settings, project),
             deployment,
             mode=body.mode,
@@ -327,8 +324,7 @@ def _deployment_routes(
             raise ApiError(422, "parent_identifier: give a server or server group")
         target = destination(settings, key, name)
         revision = request.end_revision or request.branch
-        created = deployments.create_deployment(
-            engine(),
+        created = engine().queue_deployment(
             key,
             target,
             revision=revision,
@@ -362,11 +358,9 @@ def _deployment_routes(
 
 
 def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> None:
-    from . import releases
-
     @app.post("/stacks/{stack}/releases", status_code=201)
     def create_release(stack: str, body: NewRelease, email: str = user) -> dict[str, Any]:
-        return releases.create_release(engine(), stack, body.name, email).to_json()
+        return engine().create_release(stack, body.name, user=email).to_json()
 
     @app.get("/stacks/{stack}/releases")
     def list_releases(
@@ -376,27 +370,30 @@ def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> No
         email: str = user,
     ) -> dict[str, Any]:
         """The releases the user may see, oldest first, a page at a time."""
-        found = releases.list_releases(engine(), stack, email)
+        found = engine().list_releases(stack, user=email)
         records = [r.to_json() for r in found[(page - 1) * per_page :][:per_page]]
         return views.page_of(records, page=page, per_page=per_page, total=len(found))
 
     @app.get("/stacks/{stack}/releases/{release}")
     def show_release(stack: str, release: str, email: str = user) -> dict[str, Any]:
-        return releases.get_release(engine(), stack, release, email).to_json()
+        return engine().get_release(stack, release, user=email).to_json()
 
     @app.post("/stacks/{stack}/releases/{release}/items", status_code=201)
     def add_item(stack: str, release: str, body: NewItem, email: str = user) -> dict[str, Any]:
-        return releases.add_item(
-            engine(),
-            stack,
-            release,
-            body.uid,
-            user=email,
-            version=body.version,
-            locales=body.locales,
-            action=body.action,
-            with_references=body.with_references,
-        ).to_json()
+        return (
+            engine()
+            .add_release_item(
+                stack,
+                release,
+                body.uid,
+                user=email,
+                version=body.version,
+                locales=body.locales,
+                action=body.action,
+                with_references=body.with_references,
+            )
+            .to_json()
+        )
 
     @app.post("/stacks/{stack}/releases/{release}/deploy")
     def deploy_release(
@@ -424,7 +421,7 @@ def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> No
     @app.delete("/stacks/{stack}/releases/{release}")
     def delete_release(stack: str, release: str, email: str = user) -> dict[str, Any]:
         return {
-            **releases.delete_release(engine(), stack, release, email).to_json(),
+            **engine().delete_release(stack, release, user=email).to_json(),
             "deleted": True,
         }
 

@@ -187,10 +187,8 @@ def _emit_release(release: Release) -> None:
 @common_options
 def create_release(stack: str, name: str, user: str | None) -> None:
     """Create an empty release; prints its uid."""
-    from ..releases import create_release as create
-
     with _engine() as engine:
-        release = create(engine, stack, name, user)
+        release = engine.create_release(stack, name, user=user)
         if _opts().json:
             _print_json(release.to_json())
         else:
@@ -220,12 +218,9 @@ def add_release_item(
     user: str | None,
 ) -> None:
     """Add a document to a release (not once it was deployed)."""
-    from ..releases import add_item
-
     with _engine() as engine:
         _emit_release(
-            add_item(
-                engine,
+            engine.add_release_item(
                 stack,
                 release,
                 uid,
@@ -289,10 +284,8 @@ def rollback_release(stack: str, release: str, user: str | None) -> None:
 @common_options
 def list_releases(stack: str, limit: int, page: int, user: str | None) -> None:
     """Releases you may see (rollback releases: your own; all for an admin), oldest first."""
-    from ..releases import list_releases as query
-
     with _engine() as engine:
-        every = query(engine, stack, user)
+        every = engine.list_releases(stack, user=user)
         found = every[(page - 1) * limit :][:limit]
         if _opts().json:
             records = [r.to_json() for r in found]
@@ -314,10 +307,8 @@ def list_releases(stack: str, limit: int, page: int, user: str | None) -> None:
 @common_options
 def show_release(stack: str, release: str, user: str | None) -> None:
     """One release and its items."""
-    from ..releases import get_release
-
     with _engine() as engine:
-        _emit_release(get_release(engine, stack, release, user))
+        _emit_release(engine.get_release(stack, release, user=user))
 
 
 @releases.command("delete")
@@ -327,10 +318,8 @@ def show_release(stack: str, release: str, user: str | None) -> None:
 @common_options
 def delete_release(stack: str, release: str, user: str | None) -> None:
     """Delete a release; live content and the original release are left as they are."""
-    from ..releases import delete_release as delete
-
     with _engine() as engine:
-        gone = delete(engine, stack, release, user)
+        gone = engine.delete_release(stack, release, user=user)
         if _opts().json:
             _print_json({**gone.to_json(), "deleted": True})
         else:
