@@ -12,6 +12,7 @@ import os
 import re
 import tomllib
 import uuid
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -313,6 +314,51 @@ class StackConfig(_Model):
 STACK_PREFIX = "stack:"
 
 
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a deployment goes: a project's server or a stack's environment, resolved
+    once by :meth:`Settings.destination`. ``project`` is the name the history stores
+    (``stack:<key>`` for a stack: only :meth:`stack_project` builds it and only
+    :meth:`stack_of` reads it back); ``key`` (``project/server``) names the server in
+    locks, transports and messages."""
+
+    project: str
+    server: str
+    config: ServerConfig
+    project_name: str
+    repository: Path
+    branch: str
+    stack: str | None = None
+
+    @staticmethod
+    def stack_project(stack: str) -> str:
+        """The project name a stack's deployments are stored under."""
+        return STACK_PREFIX + stack
+
+    @staticmethod
+    def stack_of(project: str) -> str | None:
+        """The stack a stored project name stands for (None: a plain project)."""
+        return project.removeprefix(STACK_PREFIX) if project.startswith(STACK_PREFIX) else None
+
+    @property
+    def is_stack(self) -> bool:
+        """Whether this is a stack's environment rather than a project's server."""
+        return self.stack is not None
+
+    @property
+    def key(self) -> str:
+        """``project/server``: the lock key, the transport label, the name in messages."""
+        return f"{self.project}/{self.server}"
+
+    @property
+    def identifier(self) -> str:
+        return server_identifier(self.project, self.server)
+
+    @property
+    def server_name(self) -> str:
+        return self.config.name
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -336,7 +382,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _names_are_plain(self) -> Settings:
         for key in self.projects:
-            if key.startswith(STACK_PREFIX):
+            if Destination.stack_of(key) is not None:
                 raise ValueError(f"project {key!r}: names starting {STACK_PREFIX!r} are reserved")
         return self
 
@@ -365,8 +411,11 @@ class Settings(BaseSettings):
         return _lookup("server", servers, server, scope=f"project {project!r}")
 
     def find_server(self, project: str, server: str) -> ServerConfig | None:
-        if project.startswith(STACK_PREFIX):
-            stack = self.stacks.get(project.removeprefix(STACK_PREFIX))
+        """A project's server or a stack's environment (``project`` is then
+        ``stack:<key>``); None when the config does not have it."""
+        key = Destination.stack_of(project)
+        if key is not None:
+            stack = self.stacks.get(key)
             return stack.environments.get(server) if stack else None
         found = self.projects.get(project)
         return found.servers.get(server) if found else None
@@ -381,13 +430,27 @@ class Settings(BaseSettings):
         shared = [f for f in found.config_files if not f.servers or server in f.servers]
         return list({f.path: f for f in [*shared, *target.config_files]}.values())
 
-    def get_target(self, project: str, server: str) -> tuple[str, ServerConfig]:
-        """The display name and the server of a project's server or a stack's
-        environment (``project`` is then ``stack:<key>``)."""
-        if project.startswith(STACK_PREFIX):
-            key = project.removeprefix(STACK_PREFIX)
-            return self.get_stack(key).name, self.get_environment(key, server)
-        return self.get_project(project).name, self.get_server(project, server)
+    def destination(self, project: str, server: str) -> Destination:
+        """A project's server or a stack's environment (``project`` is then
+        ``stack:<key>``), resolved; ``UnknownNameError`` names what is missing."""
+        key = Destination.stack_of(project)
+        found: ProjectConfig | StackConfig
+        config: ServerConfig
+        if key is not None:
+            found, config = self.get_stack(key), self.get_environment(key, server)
+        else:
+            found, config = self.get_project(project), self.get_server(project, server)
+        return Destination(
+            project, server, config, found.name, found.repository, found.branch, stack=key
+        )
+
+    def get_repository(self, project: str) -> tuple[Path, str]:
+        """The git repository of a project or a stack (``stack:<key>``), and the config
+        section naming it (for messages)."""
+        key = Destination.stack_of(project)
+        if key is not None:
+            return self.get_stack(key).repository, f"stacks.{key}"
+        return self.get_project(project).repository, f"projects.{project}"
 
     def find_group(self, project: str, key: str) -> ServerGroupConfig | None:
         found = self.projects.get(project)

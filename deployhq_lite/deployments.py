@@ -46,7 +46,7 @@ from .transports import Transport, Upload
 
 if TYPE_CHECKING:
     from . import git
-    from .config import SSHCommandConfig
+    from .config import Destination, SSHCommandConfig
     from .engine import Engine
     from .store import LockRecord
 
@@ -122,14 +122,15 @@ def create_deployment(
             run_build_commands=run_build_commands,
             claimed_by=claimed_by,
         )
+    destination = engine.settings.destination(project, server)
     config = engine.settings.get_project(project)
     repo, store = engine.source(project), engine.snapshots.repo
-    end_revision = repo.resolve(revision) if revision else repo.resolve_branch(config.branch)
+    end_revision = repo.resolve(revision) if revision else repo.resolve_branch(destination.branch)
     end_tree: str | None = None
     if config_files_only:
         files = config_file_entries(engine, project, server)
         if not files:
-            raise ConfigError(f"server {project}/{server} has no config_files to deploy")
+            raise ConfigError(f"server {destination.key} has no config_files to deploy")
         latest = engine.history.find_latest_completed(project, server)
         if latest is not None:
             end_revision = latest.end_revision
@@ -150,7 +151,7 @@ def create_deployment(
         server,
         end_revision=end_revision,
         end_tree=end_tree,
-        branch=config.branch,
+        branch=destination.branch,
         mode=mode,
         config_files_only=config_files_only,
         copy_config_files=copy_config_files,
@@ -328,9 +329,11 @@ def new_deployment(
     if found is not None:
         project_name = engine.settings.get_project(project).name
         server_name, protocol_type = found.name, GROUP
+        server_identifier = engine.server_identifier(project, server)
     else:
-        project_name, server_config = engine.settings.get_target(project, server)
-        server_name, protocol_type = server_config.name, server_config.protocol_type
+        destination = engine.settings.destination(project, server)
+        project_name, server_name = destination.project_name, destination.server_name
+        protocol_type, server_identifier = destination.config.protocol_type, destination.identifier
     latest = engine.history.find_latest_completed(project, server)
     deployment = Deployment(
         identifier=str(uuid.uuid4()),
@@ -338,7 +341,7 @@ def new_deployment(
         project_name=project_name,
         server=server,
         server_name=server_name,
-        server_identifier=engine.server_identifier(project, server),
+        server_identifier=server_identifier,
         protocol_type=protocol_type,
         group=group,
         start_revision=latest.end_revision if latest else None,
@@ -486,19 +489,21 @@ def run_deployment(
             on_progress=on_progress,
             on_output=on_output,
         )
-    key = f"{deployment.project}/{deployment.server}"
     try:
         if deployment.end_tree is None:  # nothing touches the server before the build
             report_phase(on_progress, Phase.BUILDING)
             deployment = build(engine, [deployment], record=deployment, on_output=on_output)[0]
+        destination = engine.settings.destination(deployment.project, deployment.server)
         with server_lock(
-            engine.history, key, deployment.identifier, break_lock=break_lock
+            engine.history, destination.key, deployment.identifier, break_lock=break_lock
         ) as pushed_aside:
             if pushed_aside is not None:
                 _interrupt_holder(engine, pushed_aside, by=deployment.identifier)
             report_phase(on_progress, Phase.CONNECTING)
-            with engine.transport(deployment.project, deployment.server) as transport:
-                return _run_locked(engine, deployment, transport, override_marker, on_progress)
+            with engine.transport(destination) as transport:
+                return _run_locked(
+                    engine, deployment, destination, transport, override_marker, on_progress
+                )
     except DeployHQLiteError as exc:
         _mark_failed(engine, deployment, str(exc))
         raise
@@ -532,6 +537,7 @@ def _interrupt_holder(engine: Engine, holder: LockRecord, *, by: str) -> None:
 def _run_locked(
     engine: Engine,
     deployment: Deployment,
+    destination: Destination,
     transport: Transport,
     override_marker: bool,
     on_progress: ProgressCallback | None,
@@ -544,7 +550,12 @@ def _run_locked(
     if not marker_agrees(marker, the_plan.start):
         held = held_by_marker(engine, deployment, marker)
         check_marker(
-            marker, deployment, the_plan.start, override=override_marker, held=held.revision
+            marker,
+            deployment,
+            the_plan.start,
+            server=destination.key,
+            override=override_marker,
+            held=held.revision,
         )
         the_plan = plan(engine, deployment, held=held)  # from what the server holds
     the_plan = settle(the_plan, transport)

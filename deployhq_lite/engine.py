@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from . import config as config_module
 from . import readmodel
+from .config import Destination
 from .errors import ConfigError, RepositoryError, UnknownNameError
 from .log import get_logger
 from .records import (
@@ -124,15 +125,12 @@ class Engine:
         return collect(self.snapshots.path, in_flight=self.history.unfinished, dry_run=dry_run)
 
     def source(self, project: str) -> git.Repository:
-        """The project's git repository, opened once and readable from the snapshot store."""
+        """The git repository of a project or a stack (``stack:<key>``), opened once and
+        readable from the snapshot store."""
         if project not in self._sources:
             from . import git
 
-            if project.startswith(config_module.STACK_PREFIX):
-                key = project.removeprefix(config_module.STACK_PREFIX)
-                path, section = self.settings.get_stack(key).repository, f"stacks.{key}"
-            else:
-                path, section = self.settings.get_project(project).repository, f"projects.{project}"
+            path, section = self.settings.get_repository(project)
             try:
                 repo = git.Repository(path)
             except RepositoryError:
@@ -152,7 +150,7 @@ class Engine:
         """The stack's documents at its branch head (read again when the head moves)."""
         from .documents import Catalog
 
-        repo = self.source(config_module.STACK_PREFIX + stack)
+        repo = self.source(Destination.stack_project(stack))
         head = repo.resolve(self.settings.get_stack(stack).branch)
         cached = self._catalogs.get(stack)
         if cached is None or cached.head != head:
@@ -280,12 +278,10 @@ class Engine:
 
         return delete_release(self, stack, release, user)
 
-    def transport(self, project: str, server: str) -> Transport:
+    def transport(self, destination: Destination) -> Transport:
         from .transports import open_transport
 
-        return open_transport(
-            self.settings.get_target(project, server)[1], label=f"{project}/{server}"
-        )
+        return open_transport(destination.config, label=destination.key)
 
     def server_identifier(self, project: str, server: str) -> str:
         return config_module.server_identifier(project, server)

@@ -48,16 +48,17 @@ def check_marker(
     deployment: Deployment,
     start: Deployment | None,
     *,
+    server: str,
     override: bool,
     held: str | None = None,
 ) -> None:
     """Refuse when the server's marker disagrees with the history (someone else deployed,
     or the root was wiped), saying what ``--override-marker`` does then: deploy the
     changes from ``held`` (the marker's revision, when we have its snapshot) or, without
-    it, write every file as if the server were empty."""
+    it, write every file as if the server were empty. ``server`` names the server in
+    the message (``project/server``)."""
     if marker_agrees(marker, start):
         return
-    server = f"{deployment.project}/{deployment.server}"
     if marker is None:
         assert start is not None
         problem = (

@@ -164,7 +164,8 @@ def _reconcile(engine: Engine, deployment: Deployment) -> Deployment:
         ):
             continue
         try:
-            with engine.transport(part.project, part.server) as transport:
+            destination = engine.settings.destination(part.project, part.server)
+            with engine.transport(destination) as transport:
                 marker = read_marker(transport)
         except DeployHQLiteError as exc:
             log.warning("deployment.unchecked", deployment=part.identifier, error=str(exc))

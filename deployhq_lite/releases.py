@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from .config import STACK_PREFIX, UserConfig
+from .config import Destination, UserConfig
 from .deployments import new_deployment, run_deployment
 from .documents import Catalog, delivery_tree
 from .errors import (
@@ -150,17 +150,19 @@ def publish(
     publish lock is held from reading its state to recording the result, so two
     publishers never build on the same state.
     """
-    key = f"{STACK_PREFIX}{stack}/{environment}#publish"
-    with server_lock(engine.history, key, f"publish-{uuid.uuid4()}", break_stale=True):
+    destination = engine.settings.destination(Destination.stack_project(stack), environment)
+    with server_lock(
+        engine.history, f"{destination.key}#publish", f"publish-{uuid.uuid4()}", break_stale=True
+    ):
         return _publish_locked(
-            engine, stack, environment, changes, user, origin, release, items, before_run
+            engine, stack, destination, changes, user, origin, release, items, before_run
         )
 
 
 def _publish_locked(
     engine: Engine,
     stack: str,
-    environment: str,
+    destination: Destination,
     planned: list[PublishChange] | Planner,
     user: str,
     origin: str,
@@ -168,7 +170,7 @@ def _publish_locked(
     items: list[ItemResult] | None,
     before_run: Callable[[Deployment], None] | None,
 ) -> PublishResult:
-    engine.settings.get_environment(stack, environment)
+    environment = destination.server
     changes, planned_items = planned() if callable(planned) else (planned, None)
     items = items if planned_items is None else planned_items
     if not changes:
@@ -188,11 +190,11 @@ def _publish_locked(
     tree = engine.snapshots.repo.build_tree(delivery_tree(catalog, new))
     deployment = new_deployment(
         engine,
-        STACK_PREFIX + stack,
+        destination.project,
         environment,
         end_revision=catalog.head,
         end_tree=tree,
-        branch=engine.settings.get_stack(stack).branch,
+        branch=destination.branch,
         mode=DeploymentMode.QUEUE,
     )
     engine.history.add_publish_events(

@@ -3,6 +3,7 @@ environment overrides, and relative paths resolved against the config file's dir
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 import deployhq_lite as dhq
-from deployhq_lite.config import load_settings
+from deployhq_lite.config import (
+    Destination,
+    Settings,
+    build_settings,
+    load_settings,
+    server_identifier,
+)
 from deployhq_lite.repobuilder import GitRepoBuilder
 from deployhq_lite.testing.plugin import Site
 from deployhq_lite.testing.plugin import run_cli as run
@@ -463,3 +470,98 @@ def test_a_root_beside_the_repository_and_state_dir_is_fine(site: Site, tmp_path
     done = run("deploy", "website", "-s", "production", "--config", site.config)
     assert done.returncode == 0, done.stderr
     assert site.files() == {"index.html": b"hi"}
+
+
+def destination_settings(tmp_path: Path) -> Settings:
+    return build_settings(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "projects": {
+                "website": {
+                    "name": "Website",
+                    "repository": str(tmp_path / "site.git"),
+                    "branch": "live",
+                    "servers": {"production": {"name": "Prod", "root": str(tmp_path / "www")}},
+                    "server_groups": {"all": {"servers": ["production"]}},
+                },
+            },
+            "stacks": {
+                "blog": {
+                    "name": "Blog",
+                    "repository": str(tmp_path / "blog.git"),
+                    "environments": {
+                        "staging": {"locales": ["en-us"], "root": str(tmp_path / "blog")}
+                    },
+                },
+            },
+        }
+    )
+
+
+def test_destination_of_a_project_server(tmp_path: Path) -> None:
+    settings = destination_settings(tmp_path)
+    found = settings.destination("website", "production")
+    assert found == Destination(
+        project="website",
+        server="production",
+        config=settings.projects["website"].servers["production"],
+        project_name="Website",
+        repository=tmp_path / "site.git",
+        branch="live",
+    )
+    assert not found.is_stack and found.stack is None
+    assert (found.key, found.server_name) == ("website/production", "Prod")
+    assert found.identifier == server_identifier("website", "production")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found.server = "elsewhere"  # type: ignore[misc]
+
+
+def test_destination_of_a_stack_environment_is_stored_as_stack_project(tmp_path: Path) -> None:
+    settings = destination_settings(tmp_path)
+    project = Destination.stack_project("blog")
+    assert project == "stack:blog"  # the form the history stores, as before
+    assert Destination.stack_of(project) == "blog"
+    assert Destination.stack_of("website") is None
+    found = settings.destination(project, "staging")
+    assert found.is_stack and found.stack == "blog"
+    assert (found.project, found.server, found.key) == (
+        "stack:blog",
+        "staging",
+        "stack:blog/staging",
+    )
+    assert (found.project_name, found.branch) == ("Blog", "main")
+    assert found.repository == tmp_path / "blog.git"
+    assert found.config is settings.stacks["blog"].environments["staging"]
+    assert found.identifier == server_identifier("stack:blog", "staging")
+    assert settings.find_server(project, "staging") is found.config
+    assert settings.get_repository(project) == (tmp_path / "blog.git", "stacks.blog")
+    assert settings.get_repository("website") == (tmp_path / "site.git", "projects.website")
+
+
+@pytest.mark.parametrize(
+    ("project", "server", "message"),
+    [
+        ("shop", "production", "unknown project 'shop' (known: website)"),
+        (
+            "website",
+            "live",
+            "unknown server 'live' in project 'website' (known: production)",
+        ),
+        ("website", "all", "unknown server 'all' in project 'website' (known: production)"),
+        ("stack:news", "staging", "unknown stack 'news' (known: blog)"),
+        (
+            "stack:blog",
+            "production",
+            "unknown environment 'production' in stack 'blog' (known: staging)",
+        ),
+        ("blog", "staging", "unknown project 'blog' (known: website)"),
+    ],
+)
+def test_destination_refuses_unknown_names(
+    tmp_path: Path, project: str, server: str, message: str
+) -> None:
+    settings = destination_settings(tmp_path)
+    with pytest.raises(dhq.UnknownNameError) as raised:
+        settings.destination(project, server)
+    assert str(raised.value) == message
+    assert settings.find_server(project, server) is None

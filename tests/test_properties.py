@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from deployhq_lite import DeploymentError, DeploymentStatus, git
 from deployhq_lite.changeset import Entry, EntryKind, apply, diff
-from deployhq_lite.config import build_settings
+from deployhq_lite.config import Destination, build_settings
 from deployhq_lite.engine import Engine
 from deployhq_lite.marker import MARKER_PATH
 from deployhq_lite.repobuilder import Content, Symlink
@@ -259,8 +259,8 @@ class MemoryServer:
         self.dirs: set[str] = set()
         self.fail_on: set[str] = set()
 
-    def transport(self, project: str, server: str) -> MemoryTransport:
-        transport = MemoryTransport(server=f"{project}/{server}", fail_on=self.fail_on)
+    def transport(self, destination: Destination) -> MemoryTransport:
+        transport = MemoryTransport(server=destination.key, fail_on=self.fail_on)
         transport.nodes, transport.dirs = self.nodes, self.dirs
         return transport
 

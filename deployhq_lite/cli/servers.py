@@ -29,8 +29,10 @@ def servers() -> None:
 @common_options
 def check_server(project: str, server: str) -> None:
     """Connect to SERVER and report what a deployment would rely on."""
-    with _engine() as engine, engine.transport(project, server) as transport:
-        report = {"server": f"{project}/{server}", "ok": True, **transport.probe()}
+    with _engine() as engine:
+        destination = engine.settings.destination(project, server)
+        with engine.transport(destination) as transport:
+            report = {"server": destination.key, "ok": True, **transport.probe()}
         if _opts().json:
             _print_json(report)
             return
@@ -56,16 +58,17 @@ def trust_server(project: str, server: str, yes: bool, expected: str | None, rep
     from ..errors import ConfigError, HostKeyError
 
     with _engine() as engine:
-        config = engine.settings.get_server(project, server)
+        destination = engine.settings.destination(project, server)
+        config, name = destination.config, destination.key
         if config.protocol_type != "ssh":
-            _fail(ConfigError(f"server {project}/{server} is not an ssh server; nothing to trust"))
+            _fail(ConfigError(f"server {name} is not an ssh server; nothing to trust"))
         from ..transports.ssh.connection import Connector  # paramiko: only for ssh servers
 
-        connector = Connector(config, server=f"{project}/{server}")
+        connector = Connector(config, server=name)
         try:
             offer = connector.offered_host_key()
             report: dict[str, object] = {
-                "server": f"{project}/{server}",
+                "server": name,
                 "host": offer.host,
                 "key_type": offer.key_type,
                 "fingerprint": offer.fingerprint,
@@ -75,9 +78,7 @@ def trust_server(project: str, server: str, yes: bool, expected: str | None, rep
             expected = _full_fingerprint(expected)
             if offer.status == "trusted" and expected in (None, offer.fingerprint):
                 if not _opts().json:
-                    click.echo(
-                        f"server {project}/{server}: key already trusted ({offer.fingerprint})"
-                    )
+                    click.echo(f"server {name}: key already trusted ({offer.fingerprint})")
                 _emit_report(report)
                 return
             if not _opts().json:
@@ -85,22 +86,21 @@ def trust_server(project: str, server: str, yes: bool, expected: str | None, rep
                 click.echo(offer.detail)
             if expected is not None and expected != offer.fingerprint:
                 raise HostKeyError(
-                    f"server {project}/{server} offers {offer.fingerprint}, not {expected}; "
-                    "nothing recorded",
-                    server=f"{project}/{server}",
+                    f"server {name} offers {offer.fingerprint}, not {expected}; nothing recorded",
+                    server=name,
                 )
             if config.host_key_fingerprint:
                 raise HostKeyError(
-                    f"server {project}/{server} pins host_key_fingerprint "
+                    f"server {name} pins host_key_fingerprint "
                     f"{config.host_key_fingerprint}; if the new key is right, set it to "
                     f"{offer.fingerprint} in the config",
-                    server=f"{project}/{server}",
+                    server=name,
                 )
             if not (yes or expected) and not _confirm("Trust this key and record it?"):
                 raise HostKeyError(
-                    f"host key of {project}/{server} not recorded; compare the fingerprint "
+                    f"host key of {name} not recorded; compare the fingerprint "
                     "with the server's administrator, then pass --yes or --fingerprint",
-                    server=f"{project}/{server}",
+                    server=name,
                 )
             report["recorded"] = str(connector.trust_host_key(offer, replace=replace))
         except DeployHQLiteError as exc:
