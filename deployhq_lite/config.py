@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError, UnknownNameError
+from .records import server_key
 
 ENV_PREFIX = "DEPLOYHQ_LITE_"
 DEFAULT_CONFIG_NAME = "deployhq-lite.toml"
@@ -348,7 +349,7 @@ class Destination:
     @property
     def key(self) -> str:
         """``project/server``: the lock key, the transport label, the name in messages."""
-        return f"{self.project}/{self.server}"
+        return server_key(self.project, self.server)
 
     @property
     def identifier(self) -> str:

@@ -27,6 +27,7 @@ from .records import (
     ItemAction,
     Preview,
     Release,
+    server_key,
 )
 
 if TYPE_CHECKING:
@@ -493,7 +494,7 @@ class Engine:
 
         group = self.settings.find_group(project, server)
         servers = group.servers if group is not None else [server]
-        check_unlocked(self.history, [f"{project}/{name}" for name in servers])
+        check_unlocked(self.history, [server_key(project, name) for name in servers])
 
     def get_preview(self, project: str, identifier: str) -> Preview:
         deployment = self.get_deployment(project, identifier)

@@ -66,6 +66,12 @@ class FileOutcome:
         return out
 
 
+def server_key(project: str, server: str) -> str:
+    """``project/server``: a server's lock key and its name in messages (one spelling, for
+    the config's destinations and the store's lock rows alike)."""
+    return f"{project}/{server}"
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

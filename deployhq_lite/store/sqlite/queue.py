@@ -6,7 +6,7 @@ import dataclasses
 import sqlite3
 from collections.abc import Callable, Collection
 
-from ...records import GROUP, Deployment, DeploymentMode, DeploymentStatus, utcnow
+from ...records import GROUP, Deployment, DeploymentMode, DeploymentStatus, server_key, utcnow
 from ..interfaces import LockRecord
 from .database import DatabasePart
 from .rows import UNFINISHED_VALUES, from_row
@@ -132,11 +132,11 @@ class SqliteDeploymentQueue(DatabasePart):
 def _server_keys(db: sqlite3.Connection, row: sqlite3.Row) -> set[str]:
     """The ``project/server`` lock keys a deployment takes (a group's: its members')."""
     if row["protocol_type"] != GROUP:
-        return {f"{row['project']}/{row['server']}"}
+        return {server_key(row["project"], row["server"])}
     members = db.execute(
         "SELECT project, server FROM deployments WHERE group_id = ?", (row["identifier"],)
     )
-    return {f"{project}/{server}" for project, server in members}
+    return {server_key(project, server) for project, server in members}
 
 
 def _unfinished(db: sqlite3.Connection, identifier: str) -> sqlite3.Row | None:
