@@ -15,6 +15,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from . import config as config_module
 from .changeset import (
     EntryKind,
 )
@@ -29,6 +30,7 @@ from .locking import looks_alive, server_lock
 from .log import get_logger
 from .marker import check_marker, marker_agrees, read_marker, write_marker
 from .planning import Held, Plan, plan, prunable, settle
+from .readmodel import find_deployment
 from .records import (
     GROUP,
     CommandResult,
@@ -47,7 +49,7 @@ from .transports import Transport, Upload
 if TYPE_CHECKING:
     from . import git
     from .config import Destination, SSHCommandConfig
-    from .engine import Engine
+    from .context import Context
     from .store import LockRecord
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -85,7 +87,7 @@ log = get_logger(__name__)
 
 
 def create_deployment(
-    engine: Engine,
+    ctx: Context,
     project: str,
     server: str,
     *,
@@ -107,12 +109,12 @@ def create_deployment(
     ``run_build_commands`` the repository's files are deployed, unbuilt. A
     config-files-only deployment puts the config files on top of what the server holds.
     """
-    engine.settings.check_destination(project, server)
-    if engine.settings.find_group(project, server) is not None:
+    ctx.settings.check_destination(project, server)
+    if ctx.settings.find_group(project, server) is not None:
         from .groups import create_group_deployment
 
         return create_group_deployment(
-            engine,
+            ctx,
             project,
             server,
             revision=revision,
@@ -122,31 +124,31 @@ def create_deployment(
             run_build_commands=run_build_commands,
             claimed_by=claimed_by,
         )
-    destination = engine.settings.destination(project, server)
-    config = engine.settings.get_project(project)
-    repo, store = engine.source(project), engine.snapshots.repo
+    destination = ctx.settings.destination(project, server)
+    config = ctx.settings.get_project(project)
+    repo, store = ctx.source(project), ctx.snapshots.repo
     end_revision = repo.resolve(revision) if revision else repo.resolve_branch(destination.branch)
     end_tree: str | None = None
     if config_files_only:
-        files = config_file_entries(engine, project, server)
+        files = config_file_entries(ctx, project, server)
         if not files:
             raise ConfigError(f"server {destination.key} has no config_files to deploy")
-        latest = engine.history.find_latest_completed(project, server)
+        latest = ctx.history.find_latest_completed(project, server)
         if latest is not None:
             end_revision = latest.end_revision
-        base = engine.snapshots.find_tree(latest.identifier) if latest else None
+        base = ctx.snapshots.find_tree(latest.identifier) if latest else None
         end_tree = overlay(store, base, files)
     elif not (config.build_commands and run_build_commands):  # else: once the build ran
         repo.fetch_missing(end_revision)  # a partial clone's
         end_tree = server_tree(
-            engine,
+            ctx,
             project,
             server,
             repo.tree_of(end_revision),
             copy_config_files=copy_config_files,
         )
     return new_deployment(
-        engine,
+        ctx,
         project,
         server,
         end_revision=end_revision,
@@ -162,7 +164,7 @@ def create_deployment(
 
 
 def server_tree(
-    engine: Engine,
+    ctx: Context,
     project: str,
     server: str,
     source: str,
@@ -173,9 +175,9 @@ def server_tree(
     """What a deployment puts on ``server`` from ``source`` (a revision's tree, or with
     ``built`` a build's output): the server's selection of it (:mod:`selection`) with
     its config files on top, or, without ``copy_config_files``, the ones it holds now."""
-    config = engine.settings.get_project(project)
-    server_config = engine.settings.get_server(project, server)
-    store = engine.snapshots.repo
+    config = ctx.settings.get_project(project)
+    server_config = ctx.settings.get_server(project, server)
+    store = ctx.snapshots.repo
     # a build_output is the project's deployed directory; a server may take part of it
     project_sub = None if built and config.build_output else config.subdirectory
     tree = select_tree(
@@ -184,43 +186,43 @@ def server_tree(
         subdirectory=server_config.subdirectory or project_sub,
         exclude=server_config.excluded_files,
     )
-    files = server_config_files(engine, project, server, copy_config_files=copy_config_files)
+    files = server_config_files(ctx, project, server, copy_config_files=copy_config_files)
     return overlay(store, tree, files) if files else tree
 
 
 def server_config_files(
-    engine: Engine, project: str, server: str, *, copy_config_files: bool
+    ctx: Context, project: str, server: str, *, copy_config_files: bool
 ) -> dict[str, RawEntry | None]:
     """What a deployment or a rollback puts at ``server``'s config file paths: the bodies
     configured now (DeployHQ copies the server's current config files, a rollback too),
     or, without ``copy_config_files``, what the server holds there now."""
     if copy_config_files:
-        return config_file_entries(engine, project, server)
-    return config_files_now(engine, project, server)
+        return config_file_entries(ctx, project, server)
+    return config_files_now(ctx, project, server)
 
 
-def config_file_entries(engine: Engine, project: str, server: str) -> dict[str, RawEntry | None]:
+def config_file_entries(ctx: Context, project: str, server: str) -> dict[str, RawEntry | None]:
     """The server's config files as the config says them now."""
-    store = engine.snapshots.repo
+    store = ctx.snapshots.repo
     return {
         f.path: RawEntry(store.write_blob(f.read()), MODE_FILE)
-        for f in engine.settings.config_files(project, server)
+        for f in ctx.settings.config_files(project, server)
     }
 
 
-def config_files_now(engine: Engine, project: str, server: str) -> dict[str, RawEntry | None]:
+def config_files_now(ctx: Context, project: str, server: str) -> dict[str, RawEntry | None]:
     """The server's config file paths as its latest deployment left them (None: absent)."""
-    latest = engine.history.find_latest_completed(project, server)
-    now = engine.snapshots.find_tree(latest.identifier) if latest else None
-    store = engine.snapshots.repo
+    latest = ctx.history.find_latest_completed(project, server)
+    now = ctx.snapshots.find_tree(latest.identifier) if latest else None
+    store = ctx.snapshots.repo
     return {
         f.path: store.tree_entry(now, f.path) if now else None
-        for f in engine.settings.config_files(project, server)
+        for f in ctx.settings.config_files(project, server)
     }
 
 
 def create_rollback(
-    engine: Engine,
+    ctx: Context,
     project: str,
     identifier: str,
     *,
@@ -231,21 +233,21 @@ def create_rollback(
 ) -> Deployment:
     """Record a rollback to deployment ``identifier`` after checking DeployHQ's rules
     (``claimed_by`` as for :func:`create_deployment`)."""
-    target = engine.get_deployment(project, identifier)
+    target = find_deployment(ctx.history, project, identifier)
     if target.is_group:
         from .groups import create_group_rollback
 
         return create_group_rollback(
-            engine,
+            ctx,
             target,
             mode=mode,
             copy_config_files=copy_config_files,
             run_build_commands=run_build_commands,
             claimed_by=claimed_by,
         )
-    end_tree = check_rollback(target, server_facts(engine, target))
+    end_tree = check_rollback(target, server_facts(ctx, target))
     return rollback_to(
-        engine,
+        ctx,
         target,
         end_tree,
         mode=mode,
@@ -256,7 +258,7 @@ def create_rollback(
 
 
 def rollback_to(
-    engine: Engine,
+    ctx: Context,
     target: Deployment,
     end_tree: str,
     *,
@@ -273,16 +275,16 @@ def rollback_to(
     (and gets the same config files, see :func:`build`)."""
     project = target.project
     tree: str | None = end_tree
-    if run_build_commands and engine.settings.get_project(project).build_commands:
+    if run_build_commands and ctx.settings.get_project(project).build_commands:
         tree = None
     else:  # never the bodies stored with the target: an old secret would come back
         files = server_config_files(
-            engine, project, target.server, copy_config_files=copy_config_files
+            ctx, project, target.server, copy_config_files=copy_config_files
         )
         if files:
-            tree = overlay(engine.snapshots.repo, end_tree, files)
+            tree = overlay(ctx.snapshots.repo, end_tree, files)
     return new_deployment(
-        engine,
+        ctx,
         project,
         target.server,
         end_revision=target.end_revision,
@@ -297,18 +299,18 @@ def rollback_to(
     )
 
 
-def server_facts(engine: Engine, deployment: Deployment) -> ServerFacts:
+def server_facts(ctx: Context, deployment: Deployment) -> ServerFacts:
     """What DeployHQ's rollback rules need to know about ``deployment``'s server."""
     return ServerFacts(
         deployment,
-        configured=engine.settings.find_server(deployment.project, deployment.server) is not None,
-        latest=engine.history.find_latest_completed(deployment.project, deployment.server),
-        tree=engine.snapshots.find_tree(deployment.identifier),
+        configured=ctx.settings.find_server(deployment.project, deployment.server) is not None,
+        latest=ctx.history.find_latest_completed(deployment.project, deployment.server),
+        tree=ctx.snapshots.find_tree(deployment.identifier),
     )
 
 
 def new_deployment(
-    engine: Engine,
+    ctx: Context,
     project: str,
     server: str,
     *,
@@ -325,16 +327,16 @@ def new_deployment(
 ) -> Deployment:
     """Add a deployment to the history, not yet run (``end_tree`` None: a group's, or
     one whose build has not run yet)."""
-    found = engine.settings.find_group(project, server)
+    found = ctx.settings.find_group(project, server)
     if found is not None:
-        project_name = engine.settings.get_project(project).name
+        project_name = ctx.settings.get_project(project).name
         server_name, protocol_type = found.name, GROUP
-        server_identifier = engine.server_identifier(project, server)
+        server_identifier = config_module.server_identifier(project, server)
     else:
-        destination = engine.settings.destination(project, server)
+        destination = ctx.settings.destination(project, server)
         project_name, server_name = destination.project_name, destination.server_name
         protocol_type, server_identifier = destination.config.protocol_type, destination.identifier
-    latest = engine.history.find_latest_completed(project, server)
+    latest = ctx.history.find_latest_completed(project, server)
     deployment = Deployment(
         identifier=str(uuid.uuid4()),
         project=project,
@@ -361,7 +363,7 @@ def new_deployment(
         config_files_only=config_files_only,
         claimed_by=claimed_by,
     )
-    deployment = engine.history.add(deployment)
+    deployment = ctx.history.add(deployment)
     log.info(
         "deployment.created",
         deployment=deployment.identifier,
@@ -378,7 +380,7 @@ def new_deployment(
 
 
 def build(
-    engine: Engine,
+    ctx: Context,
     waiting: list[Deployment],
     *,
     record: Deployment,
@@ -393,21 +395,21 @@ def build(
     first = waiting[0]
     log.info("build.queued", deployment=record.identifier, revision=first.end_revision)
     result = run_build(
-        source=engine.source(first.project),
-        store=engine.snapshots.repo,
+        source=ctx.source(first.project),
+        store=ctx.snapshots.repo,
         revision=first.end_revision,
-        project=engine.settings.get_project(first.project),
-        work_root=engine.state_dir / "builds",
-        cache_root=engine.state_dir / "build-cache" / first.project,
+        project=ctx.settings.get_project(first.project),
+        work_root=ctx.state_dir / "builds",
+        cache_root=ctx.state_dir / "build-cache" / first.project,
         variables=deployment_variables(record),  # a group's: same project, branch, revision
         on_output=on_output,
-        on_command=lambda r: engine.history.add_command_result(record.identifier, r),
+        on_command=lambda r: ctx.history.add_command_result(record.identifier, r),
     )
     return [
-        engine.history.update(
+        ctx.history.update(
             d,
             end_tree=server_tree(
-                engine,
+                ctx,
                 d.project,
                 d.server,
                 result.tree,
@@ -434,28 +436,28 @@ def deployment_variables(deployment: Deployment) -> dict[str, str]:
 
 
 def run_preview(
-    engine: Engine, deployment: Deployment, *, on_output: OutputCallback | None = None
+    ctx: Context, deployment: Deployment, *, on_output: OutputCallback | None = None
 ) -> Preview:
     """Compute the file changes of a preview deployment; nothing is written to the server
     (a project with build commands builds first: the changes are the output's)."""
     if deployment.is_group:
         from .groups import run_group_preview
 
-        return run_group_preview(engine, deployment, on_output=on_output)
+        return run_group_preview(ctx, deployment, on_output=on_output)
     if deployment.end_tree is None:
         try:
-            deployment = build(engine, [deployment], record=deployment, on_output=on_output)[0]
+            deployment = build(ctx, [deployment], record=deployment, on_output=on_output)[0]
         except DeployHQLiteError as exc:
-            _mark_failed(engine, deployment, str(exc))
+            _mark_failed(ctx, deployment, str(exc))
             raise
-    _source(engine, deployment)
-    the_plan = plan(engine, deployment)
-    engine.history.record_changes(
+    _source(ctx, deployment)
+    the_plan = plan(ctx, deployment)
+    ctx.history.record_changes(
         deployment.identifier,
         the_plan.changeset,
         [OutcomeStatus.PREVIEWED] * len(the_plan.changeset),
     )
-    deployment = engine.history.update(
+    deployment = ctx.history.update(
         deployment,
         status=DeploymentStatus.PREVIEWED,
         start_revision=the_plan.start.end_revision if the_plan.start else None,
@@ -465,11 +467,11 @@ def run_preview(
     log.info(
         "deployment.previewed", deployment=deployment.identifier, **the_plan.changeset.counts()
     )
-    return Preview(deployment, tuple(engine.history.outcomes(deployment.identifier)))
+    return Preview(deployment, tuple(ctx.history.outcomes(deployment.identifier)))
 
 
 def run_deployment(
-    engine: Engine,
+    ctx: Context,
     deployment: Deployment,
     *,
     break_lock: bool = False,
@@ -482,7 +484,7 @@ def run_deployment(
         from .groups import run_group
 
         return run_group(
-            engine,
+            ctx,
             deployment,
             break_lock=break_lock,
             override_marker=override_marker,
@@ -492,50 +494,50 @@ def run_deployment(
     try:
         if deployment.end_tree is None:  # nothing touches the server before the build
             report_phase(on_progress, Phase.BUILDING)
-            deployment = build(engine, [deployment], record=deployment, on_output=on_output)[0]
-        destination = engine.settings.destination(deployment.project, deployment.server)
+            deployment = build(ctx, [deployment], record=deployment, on_output=on_output)[0]
+        destination = ctx.settings.destination(deployment.project, deployment.server)
         with server_lock(
-            engine.history, destination.key, deployment.identifier, break_lock=break_lock
+            ctx.history, destination.key, deployment.identifier, break_lock=break_lock
         ) as pushed_aside:
             if pushed_aside is not None:
-                _interrupt_holder(engine, pushed_aside, by=deployment.identifier)
+                _interrupt_holder(ctx, pushed_aside, by=deployment.identifier)
             report_phase(on_progress, Phase.CONNECTING)
-            with engine.transport(destination) as transport:
+            with ctx.transport(destination) as transport:
                 return _run_locked(
-                    engine, deployment, destination, transport, override_marker, on_progress
+                    ctx, deployment, destination, transport, override_marker, on_progress
                 )
     except DeployHQLiteError as exc:
-        _mark_failed(engine, deployment, str(exc))
+        _mark_failed(ctx, deployment, str(exc))
         raise
     except BaseException as exc:  # Ctrl-C, or a bug: never leave it "running"
-        _mark_failed(engine, deployment, f"interrupted ({type(exc).__name__})")
+        _mark_failed(ctx, deployment, f"interrupted ({type(exc).__name__})")
         raise
 
 
-def _mark_failed(engine: Engine, deployment: Deployment, error: str) -> None:
-    current = engine.history.find(deployment.identifier) or deployment
+def _mark_failed(ctx: Context, deployment: Deployment, error: str) -> None:
+    current = ctx.history.find(deployment.identifier) or deployment
     if current.status is DeploymentStatus.COMPLETED:
         return
-    failed = engine.history.update(
+    failed = ctx.history.update(
         current, status=DeploymentStatus.FAILED, completed_at=utcnow(), error=error
     )
     log.error("deployment.failed", deployment=deployment.identifier, error=error)
-    engine.emit("deployment.failed", failed, error=error)
-    engine.emit("deployment.finished", failed)
+    ctx.emit("deployment.failed", failed, error=error)
+    ctx.emit("deployment.finished", failed)
 
 
-def _interrupt_holder(engine: Engine, holder: LockRecord, *, by: str) -> None:
+def _interrupt_holder(ctx: Context, holder: LockRecord, *, by: str) -> None:
     """Finish what the holder of a broken lock left unfinished (pending, say, if it was
     killed while connecting, or running), with a reason; unless its process still runs
     here, its group deployment and the group's other unfinished servers too."""
     why = f"its lock was broken by deployment {by}"
     whole_group = not looks_alive(holder.owner)
-    for failed in engine.history.interrupt(holder.deployment, why, whole_group=whole_group):
+    for failed in ctx.history.interrupt(holder.deployment, why, whole_group=whole_group):
         log.warning("deployment.interrupted", deployment=failed.identifier, error=failed.error)
 
 
 def _run_locked(
-    engine: Engine,
+    ctx: Context,
     deployment: Deployment,
     destination: Destination,
     transport: Transport,
@@ -544,11 +546,11 @@ def _run_locked(
 ) -> Deployment:
     report_phase(on_progress, Phase.PLANNING)
     marker = read_marker(transport)
-    _recover_committed(engine, deployment, marker)
-    source = _source(engine, deployment)
-    the_plan = plan(engine, deployment)
+    _recover_committed(ctx, deployment, marker)
+    source = _source(ctx, deployment)
+    the_plan = plan(ctx, deployment)
     if not marker_agrees(marker, the_plan.start):
-        held = held_by_marker(engine, deployment, marker)
+        held = held_by_marker(ctx, deployment, marker)
         check_marker(
             marker,
             deployment,
@@ -557,9 +559,9 @@ def _run_locked(
             override=override_marker,
             held=held.revision,
         )
-        the_plan = plan(engine, deployment, held=held)  # from what the server holds
+        the_plan = plan(ctx, deployment, held=held)  # from what the server holds
     the_plan = settle(the_plan, transport)
-    deployment = engine.history.update(
+    deployment = ctx.history.update(
         deployment,
         status=DeploymentStatus.RUNNING,
         started_at=utcnow(),
@@ -567,14 +569,14 @@ def _run_locked(
         start_deployment=the_plan.start.identifier if the_plan.start else None,
     )
     log.info("deployment.started", deployment=deployment.identifier, **the_plan.changeset.counts())
-    engine.emit("deployment.started", deployment)
-    commands = _commands(engine, deployment, first=the_plan.start is None)
-    _run_commands(engine, deployment, transport, commands, "before")  # nothing touched yet
+    ctx.emit("deployment.started", deployment)
+    commands = _commands(ctx, deployment, first=the_plan.start is None)
+    _run_commands(ctx, deployment, transport, commands, "before")  # nothing touched yet
     assert deployment.end_tree is not None
-    engine.snapshots.keep(deployment.identifier, deployment.end_tree, the_plan.changeset, source)
+    ctx.snapshots.keep(deployment.identifier, deployment.end_tree, the_plan.changeset, source)
     report_phase(on_progress, Phase.UPLOADING)
-    statuses, failure = apply_changeset(engine, deployment, transport, the_plan, on_progress)
-    engine.history.record_changes(deployment.identifier, the_plan.changeset, statuses)
+    statuses, failure = apply_changeset(ctx, deployment, transport, the_plan, on_progress)
+    ctx.history.record_changes(deployment.identifier, the_plan.changeset, statuses)
     if failure is not None:
         path, message = failure
         raise DeploymentError(
@@ -583,74 +585,74 @@ def _run_locked(
             identifier=deployment.identifier,
             failed_path=path,
         )
-    _run_commands(engine, deployment, transport, commands, "after")
+    _run_commands(ctx, deployment, transport, commands, "after")
     write_marker(transport, deployment)
-    deployment = engine.history.update(
+    deployment = ctx.history.update(
         deployment, status=DeploymentStatus.COMPLETED, completed_at=utcnow()
     )
     log.info("deployment.completed", deployment=deployment.identifier)
-    engine.emit("deployment.finished", deployment)
+    ctx.emit("deployment.finished", deployment)
     return deployment
 
 
-def held_by_marker(engine: Engine, deployment: Deployment, marker: dict[str, str] | None) -> Held:
+def held_by_marker(ctx: Context, deployment: Deployment, marker: dict[str, str] | None) -> Held:
     """What the server holds by its marker, when that disagrees with the history: the
     snapshot of the deployment it names, else of its revision as a completed deployment
     to this server or (no build commands) the source repository has it; else nothing we
     know (EMPTY: every file is written, none deleted)."""
     if marker is None:
         return Held(EMPTY)
-    store = engine.snapshots
-    named = engine.history.find(str(marker.get("deployment", "")))
+    store = ctx.snapshots
+    named = ctx.history.find(str(marker.get("deployment", "")))
     revision = str(marker.get("revision", ""))
     if named is None or (named.project, named.server) != (deployment.project, deployment.server):
-        named = _completed_at(engine, deployment, revision)
+        named = _completed_at(ctx, deployment, revision)
     tree = store.find_tree(named.identifier) if named is not None else None
     if named is not None and tree is not None:
         return Held(TreeSnapshot(store.repo, tree), named.end_revision, named)
-    tree = _source_tree(engine, deployment, revision)
+    tree = _source_tree(ctx, deployment, revision)
     return Held(EMPTY) if tree is None else Held(TreeSnapshot(store.repo, tree), revision)
 
 
-def _completed_at(engine: Engine, deployment: Deployment, revision: str) -> Deployment | None:
+def _completed_at(ctx: Context, deployment: Deployment, revision: str) -> Deployment | None:
     """The latest completed deployment of ``revision`` to the deployment's server."""
-    done = engine.history.query(
+    done = ctx.history.query(
         deployment.project, deployment.server, status=DeploymentStatus.COMPLETED, limit=1000
     )
     return next((d for d in done if d.end_revision == revision and not d.is_preview), None)
 
 
-def _source_tree(engine: Engine, deployment: Deployment, revision: str) -> str | None:
+def _source_tree(ctx: Context, deployment: Deployment, revision: str) -> str | None:
     """What deploying ``revision`` from the source puts on the server (None: not a
     revision of the source, or the project builds it, which the source does not say)."""
-    if not revision or engine.settings.get_project(deployment.project).build_commands:
+    if not revision or ctx.settings.get_project(deployment.project).build_commands:
         return None
-    repo = engine.source(deployment.project)
+    repo = ctx.source(deployment.project)
     try:
         if repo.resolve(revision) != revision:  # a full revision, not a branch name
             return None
         tree = repo.tree_of(revision)
     except DeployHQLiteError:
         return None
-    return server_tree(engine, deployment.project, deployment.server, tree)
+    return server_tree(ctx, deployment.project, deployment.server, tree)
 
 
-def _source(engine: Engine, deployment: Deployment) -> git.Repository | None:
+def _source(ctx: Context, deployment: Deployment) -> git.Repository | None:
     """The repository whose objects ``deployment``'s end tree may name, opened (which
-    lets the snapshot store read them; an engine in another thread or process has not
+    lets the snapshot store read them; an ctx in another thread or process has not
     opened it yet). None for a rollback: its end tree is a kept snapshot."""
-    return None if deployment.is_rollback else engine.source(deployment.project)
+    return None if deployment.is_rollback else ctx.source(deployment.project)
 
 
-def _commands(engine: Engine, deployment: Deployment, *, first: bool) -> list[SSHCommandConfig]:
+def _commands(ctx: Context, deployment: Deployment, *, first: bool) -> list[SSHCommandConfig]:
     """The server's SSH commands this run executes (``first_deployment`` ones only when
     the server has had no deployment yet)."""
-    target = engine.settings.find_server(deployment.project, deployment.server)
+    target = ctx.settings.find_server(deployment.project, deployment.server)
     return [c for c in (target.ssh_commands if target else []) if c.run == "always" or first]
 
 
 def _run_commands(
-    engine: Engine,
+    ctx: Context,
     deployment: Deployment,
     transport: Transport,
     commands: list[SSHCommandConfig],
@@ -665,7 +667,7 @@ def _run_commands(
             command.command, timeout=command.timeout, variables=variables
         )
         result = CommandResult(command.command, when, status, output, seconds, status is None)
-        engine.history.add_command_result(deployment.identifier, result)
+        ctx.history.add_command_result(deployment.identifier, result)
         if result.ok:
             continue
         why = (
@@ -683,33 +685,31 @@ def _run_commands(
             )
 
 
-def _recover_committed(
-    engine: Engine, deployment: Deployment, marker: dict[str, str] | None
-) -> None:
+def _recover_committed(ctx: Context, deployment: Deployment, marker: dict[str, str] | None) -> None:
     """The marker is the commit point: a deployment that wrote it but was cut off before
     the history said so did complete. Record that, so the history matches the server."""
-    named = engine.history.find(marker.get("deployment", "")) if marker else None
+    named = ctx.history.find(marker.get("deployment", "")) if marker else None
     if (
         named is None
         or named.status is DeploymentStatus.COMPLETED
         or (named.project, named.server) != (deployment.project, deployment.server)
         or named.is_preview
-        or engine.snapshots.find_tree(named.identifier) is None
+        or ctx.snapshots.find_tree(named.identifier) is None
     ):
         return
-    latest = engine.history.find_latest_completed(deployment.project, deployment.server)
+    latest = ctx.history.find_latest_completed(deployment.project, deployment.server)
     if latest is not None and latest.seq > named.seq:
         return
     assert marker is not None
-    record_committed(engine, named, marker, by=deployment.identifier)
+    record_committed(ctx, named, marker, by=deployment.identifier)
 
 
 def record_committed(
-    engine: Engine, deployment: Deployment, marker: dict[str, str], *, by: str
+    ctx: Context, deployment: Deployment, marker: dict[str, str], *, by: str
 ) -> Deployment:
     """Record ``deployment``, which its server's marker names, as completed (when the
     marker says): it wrote the marker, its commit point, before it was cut off."""
-    done = engine.history.update(
+    done = ctx.history.update(
         deployment,
         status=DeploymentStatus.COMPLETED,
         completed_at=marker.get("deployed_at") or utcnow(),
@@ -720,7 +720,7 @@ def record_committed(
 
 
 def apply_changeset(
-    engine: Engine,
+    ctx: Context,
     deployment: Deployment,
     transport: Transport,
     the_plan: Plan,
@@ -741,18 +741,18 @@ def apply_changeset(
             statuses[i] = OutcomeStatus.FAILED
             failure.append((path, str(error)))
             log.error("file.failed", deployment=deployment.identifier, path=path, error=str(error))
-            engine.emit("file.failed", deployment, path=path, error=str(error))
+            ctx.emit("file.failed", deployment, path=path, error=str(error))
             return
         statuses[i] = OutcomeStatus.DONE
         done += 1
         event = "file.deleted" if deleted else "file.uploaded"
         log.debug(event, deployment=deployment.identifier, path=path)
-        engine.emit(event, deployment, path=path)
+        ctx.emit(event, deployment, path=path)
         if on_progress is not None:
             on_progress(done, total, path)
 
     try:
-        _apply(engine, transport, the_plan, on_done, failure)
+        _apply(ctx, transport, the_plan, on_done, failure)
     except TransportError as exc:  # the connection is gone: name the first file not done
         pending = next(
             (c.path for c, s in zip(changes, statuses, strict=True) if s is OutcomeStatus.PENDING),
@@ -763,7 +763,7 @@ def apply_changeset(
 
 
 def _apply(
-    engine: Engine,
+    ctx: Context,
     transport: Transport,
     the_plan: Plan,
     on_done: Callable[..., None],
@@ -779,7 +779,7 @@ def _apply(
     writes = [c for c in changes if c.new is not None and not c.is_delete]
     if failure or not writes:
         return
-    with engine.snapshots.repo.open_blob_reader([c.new.blob for c in writes if c.new]) as blobs:
+    with ctx.snapshots.repo.open_blob_reader([c.new.blob for c in writes if c.new]) as blobs:
         uploads = (
             Upload(
                 c.path,

@@ -18,9 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from .config import Destination
 from .errors import RepositoryError, UnknownNameError
 
 if TYPE_CHECKING:
+    from .context import Context
     from .git import RawEntry, Repository
 
 _ENTRY = re.compile(r"entries/(?P<type>[^/]+)/(?P<uid>[^/]+)\.json")
@@ -64,6 +66,16 @@ class Document:
                 scope=f"document {self.uid!r}",
             )
         return self.versions[number - 1]
+
+
+def stack_catalog(ctx: Context, stack: str) -> Catalog:
+    """The stack's documents at its branch head (read again when the head moves)."""
+    repo = ctx.source(Destination.stack_project(stack))
+    head = repo.resolve(ctx.settings.get_stack(stack).branch)
+    cached = ctx.catalogs.get(stack)
+    if not isinstance(cached, Catalog) or cached.head != head:
+        cached = ctx.catalogs[stack] = Catalog(repo, head)
+    return cached
 
 
 class Catalog:

@@ -8,22 +8,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
-from functools import cached_property
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from . import config as config_module
-from . import readmodel
-from .config import Destination
-from .errors import ConfigError, RepositoryError, UnknownNameError
+from . import deployments, documents, readmodel, releases
+from .context import Context, Hooks, TransportFactory
 from .log import get_logger
 from .records import (
     Deployment,
     DeploymentMode,
     FileOutcome,
-    HookEvent,
     ItemAction,
     Preview,
     Release,
@@ -31,48 +26,50 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from . import git
-    from .config import Settings
+    from .config import Destination, Settings
     from .deployments import OutputCallback, ProgressCallback
     from .documents import Catalog
     from .records import DeploymentStatus
     from .releases import PublishResult
-    from .store import HistoryStore, ReleaseHistory, SnapshotStorage
+    from .store import HistoryStore, SnapshotStorage
     from .store.gc import GcReport
     from .transports import Transport
 
-Hook = Callable[[HookEvent], object]
-Hooks = Mapping[str, Hook | Iterable[Hook]]
+__all__ = ["Engine", "Hooks"]
 
 log = get_logger(__name__)
 
 
 class Engine:
-    """Use as a context manager; every method may raise a ``DeployHQLiteError``."""
+    """Use as a context manager; every method may raise a ``DeployHQLiteError``.
+
+    ``transport`` replaces how a server's transport is made (a callable taking a
+    :class:`~deployhq_lite.config.Destination`), for tests and embedders.
+    """
 
     def __init__(
         self,
         settings: Settings | str | os.PathLike[str] | None = None,
         *,
         hooks: Hooks | None = None,
+        transport: TransportFactory | None = None,
     ) -> None:
         if settings is None or isinstance(settings, str | os.PathLike):
             settings = config_module.load_settings(settings)
-        self.settings: Settings = settings
-        self._hooks: dict[str, list[Hook]] = {}
-        for event, fns in (hooks or {}).items():
-            self._hooks[event] = [fns] if callable(fns) else list(fns)
-        self._sources: dict[str, git.Repository] = {}
-        self._catalogs: dict[str, Catalog] = {}
+        self.context = Context(settings, hooks=hooks, transport=transport)
+
+    @classmethod
+    def _on(cls, context: Context) -> Engine:
+        engine = cls.__new__(cls)
+        engine.context = context
+        return engine
 
     def __enter__(self) -> Self:
         return self
 
     def fork(self) -> Engine:
-        """Another Engine on the same settings and hooks, for use in another thread."""
-        other = Engine(self.settings)
-        other._hooks = self._hooks
-        return other
+        """Another Engine on the same settings, hooks and transports, for another thread."""
+        return Engine._on(self.context.fork())
 
     def __exit__(
         self,
@@ -83,39 +80,21 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        for repo in self._sources.values():
-            repo.close()
-        self._sources.clear()
-        if "history" in self.__dict__:
-            self.history.close()
-        if "snapshots" in self.__dict__:
-            self.snapshots.close()
+        self.context.close()
 
-    # -- owned resources ---------------------------------------------------------------------
+    # -- what the faces read -----------------------------------------------------------------
 
-    @cached_property
-    def state_dir(self) -> Path:
-        path = self.settings.state_dir
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            where = self.settings.config_path or "config"
-            raise ConfigError(
-                f"{where}: state_dir {path}: cannot create it ({exc.strerror})"
-            ) from None
-        return path
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
 
-    @cached_property
+    @property
     def history(self) -> HistoryStore:
-        from .store import History
+        return self.context.history
 
-        return History(self.state_dir / "history.sqlite3")
-
-    @cached_property
+    @property
     def snapshots(self) -> SnapshotStorage:
-        from .store import SnapshotStore
-
-        return SnapshotStore(self.state_dir / "snapshots.git")
+        return self.context.snapshots
 
     def collect_snapshots(self, *, dry_run: bool = False) -> GcReport:
         """Repack the snapshot store from its refs and drop what none reaches (every
@@ -125,38 +104,9 @@ class Engine:
 
         return collect(self.snapshots.path, in_flight=self.history.unfinished, dry_run=dry_run)
 
-    def source(self, project: str) -> git.Repository:
-        """The git repository of a project or a stack (``stack:<key>``), opened once and
-        readable from the snapshot store."""
-        if project not in self._sources:
-            from . import git
-
-            path, section = self.settings.get_repository(project)
-            try:
-                repo = git.Repository(path)
-            except RepositoryError:
-                where = self.settings.config_path or "config"
-                raise ConfigError(
-                    f"{where}: {section}.repository: {path} is not a git repository"
-                ) from None
-            self.snapshots.attach(repo)
-            self._sources[project] = repo
-        return self._sources[project]
-
-    @cached_property
-    def releases(self) -> ReleaseHistory:
-        return self.history.releases  # kept in the history's database
-
     def catalog(self, stack: str) -> Catalog:
         """The stack's documents at its branch head (read again when the head moves)."""
-        from .documents import Catalog
-
-        repo = self.source(Destination.stack_project(stack))
-        head = repo.resolve(self.settings.get_stack(stack).branch)
-        cached = self._catalogs.get(stack)
-        if cached is None or cached.head != head:
-            cached = self._catalogs[stack] = Catalog(repo, head)
-        return cached
+        return documents.stack_catalog(self.context, stack)
 
     def publish_entry(
         self,
@@ -172,13 +122,11 @@ class Engine:
     ) -> PublishResult:
         """Publish (``version``, default latest), unpublish, or roll back to a version
         published before, one document in an environment's locales (default all)."""
-        from .releases import entry_change
-
         target: int | Literal["latest"] | None = (
             None if unpublish else rollback_to or version or "latest"
         )
-        return entry_change(
-            self,
+        return releases.entry_change(
+            self.context,
             stack,
             uid,
             environment=environment,
@@ -190,12 +138,13 @@ class Engine:
 
     def published(self, stack: str, environment: str, locale: str | None = None) -> dict[str, int]:
         """uid -> published version in one locale (default: the environment's first)."""
-        from .releases import locales_of, published_versions
-
-        wanted = locales_of(self, stack, environment, [locale] if locale else [])[0]
+        asked = [locale] if locale else []
+        wanted = releases.locales_of(self.context, stack, environment, asked)[0]
         return {
             uid: version
-            for (loc, uid), version in sorted(published_versions(self, stack, environment).items())
+            for (loc, uid), version in sorted(
+                releases.published_versions(self.context, stack, environment).items()
+            )
             if loc == wanted
         }
 
@@ -210,10 +159,8 @@ class Engine:
         schedule_at: str | None = None,
     ) -> PublishResult | Release:
         """Deploy a release to an environment's locales (default all), or schedule it."""
-        from .releases import deploy_release
-
-        return deploy_release(
-            self,
+        return releases.deploy_release(
+            self.context,
             stack,
             release,
             environment=environment,
@@ -224,26 +171,18 @@ class Engine:
 
     def rollback_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
         """The user's rollback release of a deployed release (created once)."""
-        from .releases import rollback_release
-
-        return rollback_release(self, stack, release, user)
+        return releases.rollback_release(self.context, stack, release, user)
 
     def create_release(self, stack: str, name: str, *, user: str | None = None) -> Release:
         """A new, empty release of ``stack``."""
-        from .releases import create_release
-
-        return create_release(self, stack, name, user)
+        return releases.create_release(self.context, stack, name, user)
 
     def list_releases(self, stack: str, *, user: str | None = None) -> list[Release]:
         """The releases ``user`` may see (rollback releases: their own), oldest first."""
-        from .releases import list_releases
-
-        return list_releases(self, stack, user)
+        return releases.list_releases(self.context, stack, user)
 
     def get_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
-        from .releases import get_release
-
-        return get_release(self, stack, release, user)
+        return releases.get_release(self.context, stack, release, user)
 
     def add_release_item(
         self,
@@ -259,10 +198,8 @@ class Engine:
     ) -> Release:
         """Add a document (default: its latest version, now), with its references if
         asked; refused once the release was deployed."""
-        from .releases import add_item
-
-        return add_item(
-            self,
+        return releases.add_item(
+            self.context,
             stack,
             release,
             uid,
@@ -275,37 +212,21 @@ class Engine:
 
     def delete_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
         """Delete a release; what it published stays live."""
-        from .releases import delete_release
-
-        return delete_release(self, stack, release, user)
+        return releases.delete_release(self.context, stack, release, user)
 
     def transport(self, destination: Destination) -> Transport:
-        from .transports import open_transport
-
-        return open_transport(destination.config, label=destination.key)
+        """The (unopened) transport of a resolved destination, as deployments get it."""
+        return self.context.transport(destination)
 
     def server_identifier(self, project: str, server: str) -> str:
         return config_module.server_identifier(project, server)
-
-    def emit(self, event: str, deployment: Deployment, **fields: Any) -> None:
-        for hook in self._hooks.get(event, ()):
-            try:
-                hook(HookEvent(event, deployment, **fields))
-            except Exception as exc:  # a hook must not break a deployment
-                log.warning("hook.failed", hook_event=event, error=repr(exc))
 
     # -- history ------------------------------------------------------------------------------
 
     def get_deployment(self, project: str, identifier: str) -> Deployment:
         """A deployment of ``project`` by identifier (or a unique prefix of at least 6)."""
         self.settings.get_project(project)
-        found = self.history.find(identifier)
-        if found is None and len(identifier) >= 6:
-            matches = self.history.find_prefix(project, identifier)
-            found = matches[0] if len(matches) == 1 else None
-        if found is None or found.project != project:  # its name only: never list others
-            raise UnknownNameError("deployment", identifier, None, scope=f"project {project}")
-        return found
+        return readmodel.find_deployment(self.history, project, identifier)
 
     def list_deployments(
         self,
@@ -358,12 +279,10 @@ class Engine:
         ``copy_config_files=False`` leaves the server's as they are,
         ``run_build_commands=False`` deploys the repository's files unbuilt;
         ``on_output`` gets each line the build commands print."""
-        from . import deployments
-
         if not break_lock:  # a refusal records nothing
             self._check_unlocked(project, server)
         deployment = deployments.create_deployment(
-            self,
+            self.context,
             project,
             server,
             revision=revision,
@@ -373,7 +292,7 @@ class Engine:
             claimed_by=_here(),  # run here and now, not by a queue worker
         )
         return deployments.run_deployment(
-            self,
+            self.context,
             deployment,
             break_lock=break_lock,
             override_marker=override_marker,
@@ -390,17 +309,15 @@ class Engine:
         on_output: OutputCallback | None = None,
     ) -> Preview:
         """The file changes deploying ``revision`` would make; nothing is written."""
-        from . import deployments
-
         deployment = deployments.create_deployment(
-            self,
+            self.context,
             project,
             server,
             revision=revision,
             mode=DeploymentMode.PREVIEW,
             claimed_by=_here(),
         )
-        return deployments.run_preview(self, deployment, on_output=on_output)
+        return deployments.run_preview(self.context, deployment, on_output=on_output)
 
     def rollback(
         self,
@@ -416,13 +333,11 @@ class Engine:
         on_output: OutputCallback | None = None,
     ) -> Deployment:
         """Roll the server back to ``deployment``; ``mode="preview"`` only lists the changes."""
-        from . import deployments
-
         mode = DeploymentMode(mode)
         if mode is DeploymentMode.QUEUE and not break_lock:  # a refusal records nothing
             self._check_unlocked(project, self.get_deployment(project, deployment).server)
         created = deployments.create_rollback(
-            self,
+            self.context,
             project,
             deployment,
             mode=mode,
@@ -431,9 +346,9 @@ class Engine:
             claimed_by=_here(),
         )
         if mode is DeploymentMode.PREVIEW:
-            return deployments.run_preview(self, created, on_output=on_output).deployment
+            return deployments.run_preview(self.context, created, on_output=on_output).deployment
         return deployments.run_deployment(
-            self,
+            self.context,
             created,
             break_lock=break_lock,
             override_marker=override_marker,
@@ -453,10 +368,8 @@ class Engine:
         run_build_commands: bool = True,
     ) -> Deployment:
         """Record a deployment (or a preview) for a queue worker to run; returns at once."""
-        from . import deployments
-
         return deployments.create_deployment(
-            self,
+            self.context,
             project,
             server,
             revision=revision,
@@ -477,10 +390,8 @@ class Engine:
     ) -> Deployment:
         """Record a rollback to ``deployment`` (DeployHQ's rules checked now) for a queue
         worker to run; returns at once."""
-        from . import deployments
-
         return deployments.create_rollback(
-            self,
+            self.context,
             project,
             deployment,
             mode=DeploymentMode(mode),
@@ -497,12 +408,7 @@ class Engine:
         check_unlocked(self.history, [server_key(project, name) for name in servers])
 
     def get_preview(self, project: str, identifier: str) -> Preview:
-        deployment = self.get_deployment(project, identifier)
-        return Preview(
-            deployment,
-            tuple(self.file_changes(deployment.identifier)),
-            tuple(self.members(deployment)),
-        )
+        return readmodel.preview(self.history, self.get_deployment(project, identifier))
 
 
 def _here() -> str:

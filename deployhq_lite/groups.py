@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from . import readmodel
 from .deployments import (
     OutputCallback,
     Phase,
@@ -35,7 +36,7 @@ from .records import Deployment, DeploymentMode, DeploymentStatus, Preview, utcn
 from .rules import check_group_rollback
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .context import Context
 
 MAX_PARALLEL = 8  # servers of a group deployed at once
 
@@ -43,7 +44,7 @@ log = get_logger(__name__)
 
 
 def create_group_deployment(
-    engine: Engine,
+    ctx: Context,
     project: str,
     key: str,
     *,
@@ -55,12 +56,12 @@ def create_group_deployment(
     claimed_by: str | None = None,
 ) -> Deployment:
     """Record a deployment of ``revision`` to every server of group ``key``."""
-    config = engine.settings.get_project(project)
+    config = ctx.settings.get_project(project)
     group = config.server_groups[key]
-    repo = engine.source(project)
+    repo = ctx.source(project)
     end_revision = repo.resolve(revision) if revision else repo.resolve_branch(config.branch)
     parent = new_deployment(
-        engine,
+        ctx,
         project,
         key,
         end_revision=end_revision,
@@ -73,10 +74,10 @@ def create_group_deployment(
         claimed_by=owner_label(),  # no worker takes it before its members are in
     )
     return _add_members(
-        engine,
+        ctx,
         parent,
         lambda server: create_deployment(
-            engine,
+            ctx,
             project,
             server,
             revision=end_revision,
@@ -92,7 +93,7 @@ def create_group_deployment(
 
 
 def create_group_rollback(
-    engine: Engine,
+    ctx: Context,
     target: Deployment,
     *,
     mode: DeploymentMode,
@@ -101,15 +102,15 @@ def create_group_rollback(
     claimed_by: str | None = None,
 ) -> Deployment:
     """Record a rollback of every server of group deployment ``target`` to it."""
-    listed = engine.history.members(target.identifier)
+    listed = ctx.history.members(target.identifier)
     trees = check_group_rollback(
         target,
-        group_configured=engine.settings.find_group(target.project, target.server) is not None,
-        members=[server_facts(engine, m) for m in listed],
+        group_configured=ctx.settings.find_group(target.project, target.server) is not None,
+        members=[server_facts(ctx, m) for m in listed],
     )
     members = {m.server: m for m in listed}
     parent = new_deployment(
-        engine,
+        ctx,
         target.project,
         target.server,
         end_revision=target.end_revision,
@@ -122,10 +123,10 @@ def create_group_rollback(
         claimed_by=owner_label(),  # no worker takes it before its members are in
     )
     return _add_members(
-        engine,
+        ctx,
         parent,
         lambda server: rollback_to(
-            engine,
+            ctx,
             members[server],
             trees[server],
             mode=mode,
@@ -139,7 +140,7 @@ def create_group_rollback(
 
 
 def _add_members(
-    engine: Engine,
+    ctx: Context,
     parent: Deployment,
     make: Callable[[str], Deployment],
     servers: list[str],
@@ -153,12 +154,12 @@ def _add_members(
         made.extend(make(server) for server in servers)
     except BaseException as exc:
         for d in [*made, parent]:
-            engine.history.update(
+            ctx.history.update(
                 d, status=DeploymentStatus.FAILED, completed_at=utcnow(), error=str(exc)
             )
         raise
     starts = {m.start_revision for m in made}
-    return engine.history.update(
+    return ctx.history.update(
         parent,
         start_revision=starts.pop() if len(starts) == 1 else None,
         end_revision=made[0].end_revision,
@@ -170,25 +171,25 @@ def _add_members(
 
 
 def run_group_preview(
-    engine: Engine, parent: Deployment, *, on_output: OutputCallback | None = None
+    ctx: Context, parent: Deployment, *, on_output: OutputCallback | None = None
 ) -> Preview:
     """Each member's preview (one build for all); if one cannot be made, all fail."""
-    members = _build_members(engine, parent, engine.history.members(parent.identifier), on_output)
+    members = _build_members(ctx, parent, ctx.history.members(parent.identifier), on_output)
     try:
         for member in members:
-            run_preview(engine, member)
+            run_preview(ctx, member)
     except BaseException as exc:
-        for member in engine.history.members(parent.identifier):
+        for member in ctx.history.members(parent.identifier):
             if member.status is DeploymentStatus.PREVIEW_PENDING:
-                _skip(engine, member, f"a preview of this group failed ({exc})")
-        _finish(engine, parent, {"": str(exc)})
+                _skip(ctx, member, f"a preview of this group failed ({exc})")
+        _finish(ctx, parent, {"": str(exc)})
         raise
-    parent = engine.history.update(parent, status=DeploymentStatus.PREVIEWED, completed_at=utcnow())
-    return engine.get_preview(parent.project, parent.identifier)
+    parent = ctx.history.update(parent, status=DeploymentStatus.PREVIEWED, completed_at=utcnow())
+    return readmodel.preview(ctx.history, parent)
 
 
 def run_group(
-    engine: Engine,
+    ctx: Context,
     parent: Deployment,
     *,
     break_lock: bool = False,
@@ -199,22 +200,22 @@ def run_group(
     """Build once if the project has build commands, then run every member (in
     parallel, or in order stopping at the first failure); the group deployment fails
     if any member did, after the others' outcomes are recorded."""
-    members = engine.history.members(parent.identifier)
-    group = engine.settings.find_group(parent.project, parent.server)
+    members = ctx.history.members(parent.identifier)
+    group = ctx.settings.find_group(parent.project, parent.server)
     parallel = group is None or group.transfer_order == "parallel"
-    parent = engine.history.update(parent, status=DeploymentStatus.RUNNING, started_at=utcnow())
+    parent = ctx.history.update(parent, status=DeploymentStatus.RUNNING, started_at=utcnow())
     log.info("group.started", deployment=parent.identifier, servers=len(members))
-    engine.emit("deployment.started", parent)
+    ctx.emit("deployment.started", parent)
     if any(m.end_tree is None for m in members):
         report_phase(on_progress, Phase.BUILDING)
-    members = _build_members(engine, parent, members, on_output)
+    members = _build_members(ctx, parent, members, on_output)
     progress = _Progress(on_progress)
     failures: dict[str, str] = {}
 
-    def run(engine: Engine, member: Deployment) -> None:
+    def run(ctx: Context, member: Deployment) -> None:
         try:
             run_deployment(
-                engine,
+                ctx,
                 member,
                 break_lock=break_lock,
                 override_marker=override_marker,
@@ -224,66 +225,66 @@ def run_group(
             failures[member.server] = str(exc)
 
     try:
-        _run_members(engine, members, run, failures, parallel=parallel)
+        _run_members(ctx, members, run, failures, parallel=parallel)
     except BaseException as exc:
-        _finish(engine, parent, {"": f"interrupted ({type(exc).__name__})"})
+        _finish(ctx, parent, {"": f"interrupted ({type(exc).__name__})"})
         raise
-    done = _finish(engine, parent, failures)
+    done = _finish(ctx, parent, failures)
     if done.status is not DeploymentStatus.COMPLETED:
         raise DeploymentError(done.error or "", identifier=done.identifier)
     return done
 
 
 def _build_members(
-    engine: Engine, parent: Deployment, members: list[Deployment], on_output: OutputCallback | None
+    ctx: Context, parent: Deployment, members: list[Deployment], on_output: OutputCallback | None
 ) -> list[Deployment]:
     """One build for the members whose tree waits on it; if it fails, no server is touched."""
     waiting = [m for m in members if m.end_tree is None]
     if not waiting:
         return members
     try:
-        build(engine, waiting, record=parent, on_output=on_output)
+        build(ctx, waiting, record=parent, on_output=on_output)
     except BaseException as exc:
         for member in members:
-            _skip(engine, member, f"the build failed ({exc})")
-        _finish(engine, parent, {"": str(exc)})
+            _skip(ctx, member, f"the build failed ({exc})")
+        _finish(ctx, parent, {"": str(exc)})
         raise
-    return engine.history.members(parent.identifier)
+    return ctx.history.members(parent.identifier)
 
 
 def _run_members(
-    engine: Engine,
+    ctx: Context,
     members: list[Deployment],
-    run: Callable[[Engine, Deployment], None],
+    run: Callable[[Context, Deployment], None],
     failures: dict[str, str],
     *,
     parallel: bool,
 ) -> None:
     if parallel:
         with ThreadPoolExecutor(min(MAX_PARALLEL, len(members) or 1)) as pool:
-            for future in [pool.submit(_in_own_engine, engine, run, m) for m in members]:
+            for future in [pool.submit(_in_own_engine, ctx, run, m) for m in members]:
                 future.result()
         return
     for member in members:
         if failures:
             failed = next(iter(failures))
-            _skip(engine, member, f"{failed} failed before it in this sequential group")
+            _skip(ctx, member, f"{failed} failed before it in this sequential group")
         else:
-            run(engine, member)
+            run(ctx, member)
 
 
 def _in_own_engine(
-    engine: Engine, run: Callable[[Engine, Deployment], None], member: Deployment
+    ctx: Context, run: Callable[[Context, Deployment], None], member: Deployment
 ) -> None:
     """Run one member in this thread with its own database connection and repositories."""
-    with engine.fork() as own:
+    with ctx.fork() as own:
         found = own.history.find(member.identifier)
         assert found is not None
         run(own, found)
 
 
-def _skip(engine: Engine, member: Deployment, why: str) -> None:
-    engine.history.update(
+def _skip(ctx: Context, member: Deployment, why: str) -> None:
+    ctx.history.update(
         member,
         status=DeploymentStatus.FAILED,
         completed_at=utcnow(),
@@ -291,16 +292,14 @@ def _skip(engine: Engine, member: Deployment, why: str) -> None:
     )
 
 
-def _finish(engine: Engine, parent: Deployment, failures: dict[str, str]) -> Deployment:
+def _finish(ctx: Context, parent: Deployment, failures: dict[str, str]) -> Deployment:
     """Record the group deployment's outcome: completed only if every member did."""
-    members = engine.history.members(parent.identifier)
+    members = ctx.history.members(parent.identifier)
     failed = [m for m in members if m.status is not DeploymentStatus.COMPLETED]
     if not failed and not failures:
-        done = engine.history.update(
-            parent, status=DeploymentStatus.COMPLETED, completed_at=utcnow()
-        )
+        done = ctx.history.update(parent, status=DeploymentStatus.COMPLETED, completed_at=utcnow())
         log.info("group.completed", deployment=parent.identifier)
-        engine.emit("deployment.finished", done)
+        ctx.emit("deployment.finished", done)
         return done
     first = next((f"{server}: {why}" if server else why for server, why in failures.items()), "")
     names = ", ".join(m.server for m in failed) or "?"
@@ -308,12 +307,12 @@ def _finish(engine: Engine, parent: Deployment, failures: dict[str, str]) -> Dep
         f"group deployment {parent.identifier}: {len(failed)} of {len(members)} servers "
         f"did not complete ({names}); {first or 'see each server'}"
     )
-    done = engine.history.update(
+    done = ctx.history.update(
         parent, status=DeploymentStatus.FAILED, completed_at=utcnow(), error=error
     )
     log.error("group.failed", deployment=parent.identifier, servers=names)
-    engine.emit("deployment.failed", done, error=error)
-    engine.emit("deployment.finished", done)
+    ctx.emit("deployment.failed", done, error=error)
+    ctx.emit("deployment.finished", done)
     return done
 
 

@@ -24,7 +24,7 @@ from .snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
 from .transports import Transport
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .context import Context
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class Plan:
         return self.start.end_revision if self.start else None
 
 
-def plan(engine: Engine, deployment: Deployment, *, held: Held | None = None) -> Plan:
+def plan(ctx: Context, deployment: Deployment, *, held: Held | None = None) -> Plan:
     """What running ``deployment`` now would change on its server.
 
     Paths that deployments which failed (or were cut off) since the last completed one
@@ -64,20 +64,18 @@ def plan(engine: Engine, deployment: Deployment, *, held: Held | None = None) ->
     With ``held`` (the server's marker overrides the history) the changes go from what
     the marker names instead, and nothing the history knows is uncertain there.
     """
-    history, store = engine.history, engine.snapshots
+    history, store = ctx.history, ctx.snapshots
     latest = history.find_latest_completed(deployment.project, deployment.server)
     if held is not None:
         latest = held.deployment
-    start = held.snapshot if held else _stored_snapshot(engine, latest) if latest else EMPTY
+    start = held.snapshot if held else _stored_snapshot(ctx, latest) if latest else EMPTY
     assert deployment.end_tree is not None
     end = TreeSnapshot(store.repo, deployment.end_tree)
     changeset = changes_between(start, end)
-    target = engine.settings.find_server(deployment.project, deployment.server)
+    target = ctx.settings.find_server(deployment.project, deployment.server)
     spec = exclusion_spec(target.excluded_files) if target else None
     if spec is not None:  # excluded now: neither uploaded nor deleted, whatever was stored
-        config = {
-            f.path for f in engine.settings.config_files(deployment.project, deployment.server)
-        }
+        config = {f.path for f in ctx.settings.config_files(deployment.project, deployment.server)}
         changeset = Changeset.of(
             [c for c in changeset if c.path in config or not spec.match_file(c.path)]
         )
@@ -89,12 +87,12 @@ def plan(engine: Engine, deployment: Deployment, *, held: Held | None = None) ->
         )
         if d.identifier != deployment.identifier and held is None
     ]
-    uncertain = _touched_by(engine, unfinished)
+    uncertain = _touched_by(ctx, unfinished)
     if uncertain:
         kept = [c for c in changeset if c.path not in uncertain]
         guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
         changeset = Changeset.of([*kept, *guessed])
-    _refuse_bad_symlink_targets(engine, changeset)
+    _refuse_bad_symlink_targets(ctx, changeset)
     return Plan(latest, end, changeset, uncertain, held=held)
 
 
@@ -112,10 +110,10 @@ def _refuse_symlinked_writes(changeset: Changeset, start: Snapshot, end: Snapsho
     refuse_writes_under_symlinks(changeset, is_symlink)
 
 
-def _refuse_bad_symlink_targets(engine: Engine, changeset: Changeset) -> None:
+def _refuse_bad_symlink_targets(ctx: Context, changeset: Changeset) -> None:
     """A symlink whose target is empty or holds a NUL byte cannot be made on any server:
     refuse it before anything is written (symlinks are few and their targets small)."""
-    store = engine.snapshots.repo
+    store = ctx.snapshots.repo
     for change in changeset.writes:
         if change.new is None or not change.new.kind.is_symlink:
             continue
@@ -132,29 +130,29 @@ def _rewrite(path: str, old: Entry | None, new: Entry | None) -> FileChange:
     return FileChange(ChangeKind.ADDED if old is None else ChangeKind.MODIFIED, path, old, new)
 
 
-def _stored_snapshot(engine: Engine, deployment: Deployment) -> TreeSnapshot:
-    tree = engine.snapshots.find_tree(deployment.identifier)
+def _stored_snapshot(ctx: Context, deployment: Deployment) -> TreeSnapshot:
+    tree = ctx.snapshots.find_tree(deployment.identifier)
     if tree is None:
         raise StoreError(
             f"the snapshot of deployment {deployment.identifier} is missing from "
-            f"{engine.snapshots.path}"
+            f"{ctx.snapshots.path}"
         )
-    return TreeSnapshot(engine.snapshots.repo, tree)
+    return TreeSnapshot(ctx.snapshots.repo, tree)
 
 
-def _touched_by(engine: Engine, unfinished: list[Deployment]) -> frozenset[str]:
+def _touched_by(ctx: Context, unfinished: list[Deployment]) -> frozenset[str]:
     """Every path the unfinished deployments set out to change."""
     paths: set[str] = set()
     for failed in unfinished:
-        tree = engine.snapshots.find_tree(failed.identifier)
+        tree = ctx.snapshots.find_tree(failed.identifier)
         if tree is None:  # it stopped before touching the server
             continue
         failed_start: Snapshot = EMPTY
         if failed.start_deployment is not None:
-            started_from = engine.history.find(failed.start_deployment)
+            started_from = ctx.history.find(failed.start_deployment)
             if started_from is not None:
-                failed_start = _stored_snapshot(engine, started_from)
-        failed_end = TreeSnapshot(engine.snapshots.repo, tree)
+                failed_start = _stored_snapshot(ctx, started_from)
+        failed_end = TreeSnapshot(ctx.snapshots.repo, tree)
         paths |= changes_between(failed_start, failed_end).paths()
     return frozenset(paths)
 

@@ -10,10 +10,31 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from .records import Deployment, FileOutcome
+from .errors import UnknownNameError
+from .records import Deployment, FileOutcome, Preview
 
 if TYPE_CHECKING:
     from .store import DeploymentHistory
+
+
+def find_deployment(history: DeploymentHistory, project: str, identifier: str) -> Deployment:
+    """A deployment of ``project`` by identifier (or a unique prefix of at least 6)."""
+    found = history.find(identifier)
+    if found is None and len(identifier) >= 6:
+        matches = history.find_prefix(project, identifier)
+        found = matches[0] if len(matches) == 1 else None
+    if found is None or found.project != project:  # its name only: never list others
+        raise UnknownNameError("deployment", identifier, None, scope=f"project {project}")
+    return found
+
+
+def preview(history: DeploymentHistory, deployment: Deployment) -> Preview:
+    """A preview deployment with the changes it found (a group's: its servers')."""
+    return Preview(
+        deployment,
+        tuple(file_changes(history, deployment.identifier)),
+        tuple(members(history, deployment)),
+    )
 
 
 def members(history: DeploymentHistory, deployment: Deployment) -> list[Deployment]:

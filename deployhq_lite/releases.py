@@ -2,7 +2,7 @@
 
 An environment's published state is the latest completed publish event per (locale,
 document). Every publish operation (an entry published, unpublished or rolled back; a
-release deployed) is one deployment of the engine: the new state's delivery tree is
+release deployed) is one deployment of the ctx: the new state's delivery tree is
 the end snapshot, so diff, apply, lock and marker are the deployment machinery's. Its
 events are recorded with it and count once it completed: state never runs ahead of the
 delivery target.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import Destination, UserConfig
 from .deployments import new_deployment, run_deployment
-from .documents import Catalog, delivery_tree
+from .documents import Catalog, delivery_tree, stack_catalog
 from .errors import (
     DeployHQLiteError,
     ReleaseRefusedError,
@@ -44,7 +44,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .context import Context
 
 log = get_logger(__name__)
 
@@ -107,9 +107,9 @@ def check_may_deploy(user: str, config: UserConfig, stack: str, environment: str
     )
 
 
-def locales_of(engine: Engine, stack: str, environment: str, wanted: list[str]) -> list[str]:
+def locales_of(ctx: Context, stack: str, environment: str, wanted: list[str]) -> list[str]:
     """``wanted`` checked against the environment's locales (all of them when empty)."""
-    known = engine.settings.get_environment(stack, environment).locales
+    known = ctx.settings.get_environment(stack, environment).locales
     for locale in wanted:
         if locale not in known:
             raise UnknownNameError(
@@ -118,11 +118,11 @@ def locales_of(engine: Engine, stack: str, environment: str, wanted: list[str]) 
     return list(dict.fromkeys(wanted)) or list(known)
 
 
-def published_versions(engine: Engine, stack: str, environment: str) -> dict[tuple[str, str], int]:
+def published_versions(ctx: Context, stack: str, environment: str) -> dict[tuple[str, str], int]:
     """(locale, uid) -> version, for every document published in the environment."""
     return {
         key: event.version
-        for key, event in engine.history.published(stack, environment).items()
+        for key, event in ctx.history.published(stack, environment).items()
         if event.version is not None
     }
 
@@ -131,7 +131,7 @@ Planner = Callable[[], tuple[list[PublishChange], list[ItemResult] | None]]
 
 
 def publish(
-    engine: Engine,
+    ctx: Context,
     stack: str,
     environment: str,
     changes: list[PublishChange] | Planner,
@@ -150,17 +150,17 @@ def publish(
     publish lock is held from reading its state to recording the result, so two
     publishers never build on the same state.
     """
-    destination = engine.settings.destination(Destination.stack_project(stack), environment)
+    destination = ctx.settings.destination(Destination.stack_project(stack), environment)
     with server_lock(
-        engine.history, f"{destination.key}#publish", f"publish-{uuid.uuid4()}", break_stale=True
+        ctx.history, f"{destination.key}#publish", f"publish-{uuid.uuid4()}", break_stale=True
     ):
         return _publish_locked(
-            engine, stack, destination, changes, user, origin, release, items, before_run
+            ctx, stack, destination, changes, user, origin, release, items, before_run
         )
 
 
 def _publish_locked(
-    engine: Engine,
+    ctx: Context,
     stack: str,
     destination: Destination,
     planned: list[PublishChange] | Planner,
@@ -175,8 +175,8 @@ def _publish_locked(
     items = items if planned_items is None else planned_items
     if not changes:
         return PublishResult(None, tuple(items or ()))
-    catalog = engine.catalog(stack)
-    state = published_versions(engine, stack, environment)
+    catalog = stack_catalog(ctx, stack)
+    state = published_versions(ctx, stack, environment)
     new = dict(state)
     reported: list[ItemResult] = []
     for change in changes:
@@ -187,9 +187,9 @@ def _publish_locked(
             catalog.files(change.uid, change.version)  # refuses a deleted version early
             new[key] = change.version
         reported.append(ItemResult.applied(change.uid, change.locale, change.version))
-    tree = engine.snapshots.repo.build_tree(delivery_tree(catalog, new))
+    tree = ctx.snapshots.repo.build_tree(delivery_tree(catalog, new))
     deployment = new_deployment(
-        engine,
+        ctx,
         destination.project,
         environment,
         end_revision=catalog.head,
@@ -197,7 +197,7 @@ def _publish_locked(
         branch=destination.branch,
         mode=DeploymentMode.QUEUE,
     )
-    engine.history.add_publish_events(
+    ctx.history.add_publish_events(
         deployment.identifier,
         [
             PublishEvent(stack, environment, c.locale, c.uid, c.version, user, origin, release)
@@ -214,12 +214,12 @@ def _publish_locked(
     )
     if before_run is not None:
         before_run(deployment)
-    done = run_deployment(engine, deployment)
+    done = run_deployment(ctx, deployment)
     return PublishResult(done, tuple(reported if items is None else items))
 
 
 def entry_change(
-    engine: Engine,
+    ctx: Context,
     stack: str,
     uid: str,
     *,
@@ -231,10 +231,10 @@ def entry_change(
 ) -> PublishResult:
     """``entries publish`` (version or latest), ``unpublish`` (None) and ``rollback``
     (a version that was published there before: a publish event like any other)."""
-    name, config = engine.settings.get_user(user)
+    name, config = ctx.settings.get_user(user)
     check_may_deploy(name, config, stack, environment)
-    targets = locales_of(engine, stack, environment, locales)
-    document = engine.catalog(stack).get(uid)
+    targets = locales_of(ctx, stack, environment, locales)
+    document = stack_catalog(ctx, stack).get(uid)
     if version == "latest":
         version = document.latest
     if version is not None:
@@ -242,7 +242,7 @@ def entry_change(
     if rollback:
         assert version is not None
         for locale in targets:
-            seen = engine.history.published_versions_of(stack, environment, locale, uid)
+            seen = ctx.history.published_versions_of(stack, environment, locale, uid)
             if version not in seen:
                 raise ReleaseRefusedError(
                     f"version {version} of {uid!r} was never published in "
@@ -252,7 +252,7 @@ def entry_change(
                 )
     changes = [PublishChange(uid, locale, version) for locale in targets]
     return publish(
-        engine, stack, environment, changes, user=name, origin="rollback" if rollback else "entry"
+        ctx, stack, environment, changes, user=name, origin="rollback" if rollback else "entry"
     )
 
 
@@ -263,11 +263,11 @@ def _refuse(message: str, code: str) -> ReleaseRefusedError:
     return ReleaseRefusedError(message, code=code)
 
 
-def get_release(engine: Engine, stack: str, uid: str, user: str | None) -> Release:
+def get_release(ctx: Context, stack: str, uid: str, user: str | None) -> Release:
     """A release the user may see (a non-admin sees only their own rollback releases)."""
-    name, config = engine.settings.get_user(user)
-    engine.settings.get_stack(stack)
-    release = engine.releases.find(uid)
+    name, config = ctx.settings.get_user(user)
+    ctx.settings.get_stack(stack)
+    release = ctx.releases.find(uid)
     if (
         release is None
         or release.stack != stack
@@ -278,28 +278,28 @@ def get_release(engine: Engine, stack: str, uid: str, user: str | None) -> Relea
     return release
 
 
-def list_releases(engine: Engine, stack: str, user: str | None) -> list[Release]:
-    name, config = engine.settings.get_user(user)
-    engine.settings.get_stack(stack)
+def list_releases(ctx: Context, stack: str, user: str | None) -> list[Release]:
+    name, config = ctx.settings.get_user(user)
+    ctx.settings.get_stack(stack)
     return [
         r
-        for r in engine.releases.query(stack)
+        for r in ctx.releases.query(stack)
         if not r.is_rollback or config.is_admin or r.creator == name
     ]
 
 
-def create_release(engine: Engine, stack: str, name: str, user: str | None) -> Release:
-    creator, _ = engine.settings.get_user(user)
-    engine.settings.get_stack(stack)
+def create_release(ctx: Context, stack: str, name: str, user: str | None) -> Release:
+    creator, _ = ctx.settings.get_user(user)
+    ctx.settings.get_stack(stack)
     if not name.strip():
         raise _refuse("a release needs a name", "invalid")
     release = Release(uuid.uuid4().hex[:20], stack, name, creator)
     log.info("release.created", stack=stack, release=release.uid, user=creator)
-    return engine.releases.add(release)
+    return ctx.releases.add(release)
 
 
 def add_item(
-    engine: Engine,
+    ctx: Context,
     stack: str,
     release_uid: str,
     uid: str,
@@ -312,7 +312,7 @@ def add_item(
 ) -> Release:
     """Add a document (version resolved now; default latest), and with references the
     documents it references, recursively, at their latest versions."""
-    release = get_release(engine, stack, release_uid, user)
+    release = get_release(ctx, stack, release_uid, user)
     if release.is_rollback:
         raise _refuse(
             f"release {release_uid!r} is a rollback release: its items are read-only",
@@ -328,15 +328,13 @@ def add_item(
         kind = ItemAction(action)
     except ValueError:
         raise _refuse(f"action must be publish or unpublish, not {action!r}", "invalid") from None
-    catalog = engine.catalog(stack)
+    catalog = stack_catalog(ctx, stack)
     document = catalog.get(uid)
     number = document.version(version).number if version else document.latest
     if kind is ItemAction.PUBLISH:
         catalog.files(uid, number)  # a deleted version cannot be published
     wanted = tuple(dict.fromkeys(locales or []))
-    known = {
-        loc for e in engine.settings.get_stack(stack).environments.values() for loc in e.locales
-    }
+    known = {loc for e in ctx.settings.get_stack(stack).environments.values() for loc in e.locales}
     for locale in wanted:
         if locale not in known:
             raise UnknownNameError("locale", locale, known, scope=f"stack {stack!r}")
@@ -347,8 +345,8 @@ def add_item(
             if ref not in items:
                 latest = catalog.get(ref).latest
                 items[ref] = ReleaseItem(ref, latest, ItemAction.PUBLISH, wanted, reference=True)
-    engine.releases.set_items(release.uid, list(items.values()))
-    return get_release(engine, stack, release_uid, user)
+    ctx.releases.set_items(release.uid, list(items.values()))
+    return get_release(ctx, stack, release_uid, user)
 
 
 def _references(catalog: Catalog, uid: str, version: int) -> list[str]:
@@ -370,7 +368,7 @@ def _references(catalog: Catalog, uid: str, version: int) -> list[str]:
 
 
 def deploy_release(
-    engine: Engine,
+    ctx: Context,
     stack: str,
     release_uid: str,
     *,
@@ -381,10 +379,10 @@ def deploy_release(
 ) -> PublishResult | Release:
     """Deploy a release (or schedule it: the release is returned); a rollback release
     restores what its original found, document by document, where nothing changed."""
-    name, config = engine.settings.get_user(user)
-    release = get_release(engine, stack, release_uid, name)
+    name, config = ctx.settings.get_user(user)
+    release = get_release(ctx, stack, release_uid, name)
     check_may_deploy(name, config, stack, environment)
-    targets = locales_of(engine, stack, environment, list(locales or []))
+    targets = locales_of(ctx, stack, environment, list(locales or []))
     if release.is_rollback:
         if schedule_at is not None:
             raise _refuse(
@@ -397,21 +395,21 @@ def deploy_release(
                 f"{release.creator!r} or an admin",
                 "forbidden",
             )
-        return _deploy_rollback(engine, release, environment, targets, name)
+        return _deploy_rollback(ctx, release, environment, targets, name)
     if schedule_at is not None:
         when = _parse_time(schedule_at)
         schedule = json.dumps({"environment": environment, "locales": targets, "user": name})
-        engine.releases.update(
+        ctx.releases.update(
             release.uid, scheduled_at=when, schedule=schedule, schedule_status="pending"
         )
-        return get_release(engine, stack, release.uid, name)
+        return get_release(ctx, stack, release.uid, name)
     if not release.items:
         raise _refuse(f"release {release.uid!r} has no items", "invalid")
-    return _deploy_items(engine, release, environment, targets, name)
+    return _deploy_items(ctx, release, environment, targets, name)
 
 
 def _deploy_items(
-    engine: Engine, release: Release, environment: str, targets: list[str], user: str
+    ctx: Context, release: Release, environment: str, targets: list[str], user: str
 ) -> PublishResult:
     changes = [
         PublishChange(item.uid, locale, item.version)
@@ -422,14 +420,12 @@ def _deploy_items(
 
     def record(deployment: Deployment) -> None:
         # under the publish lock: the state this deployment starts from
-        current = published_versions(engine, release.stack, environment)
+        current = published_versions(ctx, release.stack, environment)
         captures = [(c.locale, c.uid, current.get((c.locale, c.uid))) for c in changes]
-        engine.releases.record_deploy(
-            release.uid, user, environment, deployment.identifier, captures
-        )
+        ctx.releases.record_deploy(release.uid, user, environment, deployment.identifier, captures)
 
     return publish(
-        engine,
+        ctx,
         release.stack,
         environment,
         changes,
@@ -441,10 +437,10 @@ def _deploy_items(
 
 
 def _deploy_rollback(
-    engine: Engine, release: Release, environment: str, targets: list[str], user: str
+    ctx: Context, release: Release, environment: str, targets: list[str], user: str
 ) -> PublishResult:
     assert release.rollback_of is not None
-    captured = engine.releases.captures(release.rollback_of, release.creator, environment)
+    captured = ctx.releases.captures(release.rollback_of, release.creator, environment)
     if not captured:
         raise _refuse(
             f"release {release.rollback_of!r} was never deployed to {environment!r} by "
@@ -454,7 +450,7 @@ def _deploy_rollback(
 
     def plan() -> tuple[list[PublishChange], list[ItemResult] | None]:
         # under the publish lock: what was published since is final
-        latest = engine.history.published(release.stack, environment)
+        latest = ctx.history.published(release.stack, environment)
         changes: list[PublishChange] = []
         items: list[ItemResult] = []
         for item in release.items:
@@ -481,10 +477,10 @@ def _deploy_rollback(
         return changes, items
 
     def record(deployment: Deployment) -> None:
-        engine.releases.record_deploy(release.uid, user, environment, deployment.identifier, [])
+        ctx.releases.record_deploy(release.uid, user, environment, deployment.identifier, [])
 
     return publish(
-        engine,
+        ctx,
         release.stack,
         environment,
         plan,
@@ -506,16 +502,16 @@ def _changed_since(event: PublishEvent | None) -> str:
     )
 
 
-def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | None) -> Release:
+def rollback_release(ctx: Context, stack: str, release_uid: str, user: str | None) -> Release:
     """The user's rollback release of a deployed release: made once, then returned."""
-    name, _ = engine.settings.get_user(user)
-    original = get_release(engine, stack, release_uid, name)
+    name, _ = ctx.settings.get_user(user)
+    original = get_release(ctx, stack, release_uid, name)
     if original.is_rollback:
         raise ReleaseRollbackNotAllowedError(
             f"release {release_uid!r} is a rollback release; it cannot be rolled back",
             code="cannot_rollback_rollback_release",
         )
-    deploys = engine.releases.completed_deploys(original.uid, name)
+    deploys = ctx.releases.completed_deploys(original.uid, name)
     if not deploys:
         pending = (
             " (it is scheduled and has not run yet)"
@@ -527,12 +523,12 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
             "deployed release can be rolled back",
             code="release_not_deployed",
         )
-    mine = engine.releases.rollbacks_of(original.uid, name)
+    mine = ctx.releases.rollbacks_of(original.uid, name)
     live = [r for r in mine if r.deleted_at is None]
     if live:
         return live[0]
     deleted = [r.deleted_at for r in mine if r.deleted_at is not None]
-    if deleted and not engine.releases.completed_deploys(original.uid, name, since=max(deleted)):
+    if deleted and not ctx.releases.completed_deploys(original.uid, name, since=max(deleted)):
         raise ReleaseRollbackNotAllowedError(
             f"your rollback release of {release_uid!r} was deleted: deploy the release again "
             "before creating another rollback release",
@@ -548,36 +544,36 @@ def rollback_release(engine: Engine, stack: str, release_uid: str, user: str | N
         items=original.items,
     )
     log.info("release.rollback_created", stack=stack, release=original.uid, user=name)
-    return engine.releases.add(rollback)
+    return ctx.releases.add(rollback)
 
 
-def delete_release(engine: Engine, stack: str, release_uid: str, user: str | None) -> Release:
+def delete_release(ctx: Context, stack: str, release_uid: str, user: str | None) -> Release:
     """Delete a release (its creator or an admin); live content is never touched."""
-    name, config = engine.settings.get_user(user)
-    release = get_release(engine, stack, release_uid, name)
+    name, config = ctx.settings.get_user(user)
+    release = get_release(ctx, stack, release_uid, name)
     if release.creator != name and not config.is_admin:
         raise _refuse(
             f"release {release_uid!r} may be deleted only by {release.creator!r} or an admin",
             "forbidden",
         )
-    engine.releases.update(release.uid, deleted_at=utcnow())
+    ctx.releases.update(release.uid, deleted_at=utcnow())
     return replace(release, deleted_at=utcnow())
 
 
-def run_due(engine: Engine, *, now: str | None = None) -> list[tuple[Release, str]]:
+def run_due(ctx: Context, *, now: str | None = None) -> list[tuple[Release, str]]:
     """Deploy every scheduled release that is due; (release, outcome) for each."""
     done: list[tuple[Release, str]] = []
-    for release in engine.releases.due(now or utcnow()):
+    for release in ctx.releases.due(now or utcnow()):
         schedule = json.loads(release.schedule or "{}")
         try:
             _deploy_items(
-                engine, release, schedule["environment"], schedule["locales"], schedule["user"]
+                ctx, release, schedule["environment"], schedule["locales"], schedule["user"]
             )
         except DeployHQLiteError as exc:
-            engine.releases.update(release.uid, schedule_status="failed")
+            ctx.releases.update(release.uid, schedule_status="failed")
             done.append((release, f"failed: {exc}"))
             continue
-        engine.releases.update(release.uid, schedule_status="done")
+        ctx.releases.update(release.uid, schedule_status="done")
         done.append((release, "deployed"))
     return done
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from deployhq_lite import DeploymentError, DeploymentStatus, git
 from deployhq_lite.changeset import Entry, EntryKind, apply, diff
 from deployhq_lite.config import Destination, build_settings
+from deployhq_lite.context import TransportFactory
 from deployhq_lite.engine import Engine
 from deployhq_lite.marker import MARKER_PATH
 from deployhq_lite.repobuilder import Content, Symlink
@@ -208,7 +209,9 @@ def commit(repo: pygit2.Repository, spec: Spec, message: str) -> str:
     return str(repo.create_commit("HEAD", sig, sig, message, pygit2.Oid(hex=tree), parents))
 
 
-def make_site(base: Path, *specs: Spec) -> tuple[Engine, Path, list[str]]:
+def make_site(
+    base: Path, *specs: Spec, transport: TransportFactory | None = None
+) -> tuple[Engine, Path, list[str]]:
     """A repository with one commit per spec and an engine deploying it to ``base/www``."""
     repo = pygit2.init_repository(str(base / "repo"), initial_head="main")
     revisions = [commit(repo, spec, f"commit {i}") for i, spec in enumerate(specs)]
@@ -225,7 +228,7 @@ def make_site(base: Path, *specs: Spec) -> tuple[Engine, Path, list[str]]:
             },
         }
     )
-    return Engine(config), root, revisions
+    return Engine(config, transport=transport), root, revisions
 
 
 ENGINE_SETTINGS = settings(
@@ -295,9 +298,8 @@ def test_a_failed_deployment_converges_on_the_next_run(
     again = data.draw(st.sampled_from(["A", "B"]), label="then deploy")
     server = MemoryServer()
     with tempfile.TemporaryDirectory(prefix="dhq-prop-") as tmp:
-        engine, _, (rev_a, rev_b) = make_site(Path(tmp), a, b)
+        engine, _, (rev_a, rev_b) = make_site(Path(tmp), a, b, transport=server.transport)
         with engine:
-            engine.transport = server.transport  # type: ignore[method-assign]
             first = engine.deploy("site", "prod", revision=rev_a)
             assert server.tree() == expected_tree(a)
 
@@ -327,9 +329,8 @@ def test_a_failed_rollback_converges_when_retried(
     failing = data.draw(st.sampled_from(writes), label="failing write")
     server = MemoryServer()
     with tempfile.TemporaryDirectory(prefix="dhq-prop-") as tmp:
-        engine, _, (rev_a, rev_b) = make_site(Path(tmp), a, b)
+        engine, _, (rev_a, rev_b) = make_site(Path(tmp), a, b, transport=server.transport)
         with engine:
-            engine.transport = server.transport  # type: ignore[method-assign]
             first = engine.deploy("site", "prod", revision=rev_a)
             second = engine.deploy("site", "prod", revision=rev_b)
             assert server.tree() == expected_tree(b)

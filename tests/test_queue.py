@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from deployhq_lite import deployments
 from deployhq_lite.engine import Engine
 from deployhq_lite.locking import looks_stale, owner_label
 from deployhq_lite.marker import MARKER_PATH
@@ -36,9 +35,7 @@ def queue(
     mode: DeploymentMode = DeploymentMode.QUEUE,
 ) -> Deployment:
     with Engine(site.config) as engine:
-        return deployments.create_deployment(
-            engine, "website", server, revision=revision, mode=mode
-        )
+        return engine.queue_deployment("website", server, revision=revision, mode=mode)
 
 
 def history(site: Site) -> History:
@@ -286,8 +283,7 @@ def test_a_deployment_that_wrote_its_marker_before_its_worker_died_completed(
 ) -> None:
     revision = site.repo.commit({"index.html": "one"})
     with Engine(site.config) as engine:
-        created = deployments.create_deployment(engine, "website", "production", revision=revision)
-        done = deployments.run_deployment(engine, created)
+        done = engine.deploy("website", "production", revision=revision)
         owner = dead_owner()
         # cut off after the marker, before the history said so
         engine.history.update(

@@ -14,7 +14,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 import deployhq_lite as dhq
 from deployhq_lite.errors import ReleaseRefusedError
-from deployhq_lite.releases import PublishResult, add_item, create_release
+from deployhq_lite.releases import PublishResult
 from deployhq_lite.repobuilder import GitRepoBuilder
 
 DOCS = ("a", "b", "c")
@@ -84,10 +84,9 @@ class ReleaseModel(RuleBasedStateMachine):
         ),
     )
     def make_release(self, items: dict[str, int | None]) -> str:
-        release = create_release(self.engine, "blog", "r", "alice")
+        release = self.engine.create_release("blog", "r", user="alice")
         for uid, version in items.items():
-            add_item(
-                self.engine,
+            self.engine.add_release_item(
                 "blog",
                 release.uid,
                 uid,

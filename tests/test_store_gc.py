@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 import deployhq_lite as dhq
-from deployhq_lite import deployments
 from deployhq_lite.config import build_settings
 from deployhq_lite.engine import Engine
 from deployhq_lite.errors import ConfigError
@@ -208,7 +207,7 @@ def test_gc_refuses_while_a_deployment_is_queued(site: Site) -> None:
     deploy(site)
     site.repo.commit({"a.txt": "b"})
     with Engine(site.config) as engine:
-        queued = deployments.create_deployment(engine, "website", "production")
+        queued = engine.queue_deployment("website", "production")
     listing = objects_listing(site)
     error = run_json(site, "gc", code=3)["error"]
     assert error == (
@@ -302,7 +301,7 @@ def test_the_worker_does_not_collect_while_a_deployment_waits(site: Site) -> Non
     three_deployments(site)
     site.repo.commit({"index.html": "next"})
     with Engine(site.config) as engine:  # queued behind a server lock a live process holds
-        waiting = deployments.create_deployment(engine, "website", "production")
+        waiting = engine.queue_deployment("website", "production")
         lock = LockRecord("website/production", "elsewhere", owner_label(), utcnow())
         assert engine.history.try_lock(lock)[0]
     listing = objects_listing(site)
