@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .api import deploy, deploy_release, preview, rollback, rollback_release
@@ -99,7 +100,5 @@ _LAZY = {"Engine": "engine", "Settings": "config", "load_settings": "config"}
 def __getattr__(name: str) -> Any:
     """Heavy pieces (pygit2, pydantic) load on first use, keeping start-up fast."""
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

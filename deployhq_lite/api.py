@@ -16,12 +16,12 @@ from .records import Deployment, DeploymentMode, Preview, Release
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .content.publish import PublishResult
     from .engine import Hooks
-    from .releases import PublishResult
 
 
 def _engine(config: Settings | str | os.PathLike[str] | None, hooks: Hooks | None) -> Engine:
-    from .engine import Engine
+    from .engine import Engine  # pygit2 and the store load on first use, not on import
 
     return Engine(config, hooks=hooks)
 

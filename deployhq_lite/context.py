@@ -2,7 +2,10 @@
 repositories, the hooks and the transport factory, and imports no model module.
 
 The Engine (the door) makes one and hands it down; a model function takes ``ctx`` and
-never an Engine. Tests inject a transport factory (like httpx's ``transport=``)::
+never an Engine. The models do not import each other: the content model publishes
+through :meth:`Context.deliver`, which the Engine wires to the DeployHQ model.
+
+Tests inject a transport factory (like httpx's ``transport=``)::
 
     ctx = Context(settings, transport=lambda destination: MemoryTransport(...))
 """
@@ -13,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from . import git
 from .errors import ConfigError, RepositoryError
@@ -30,6 +33,22 @@ if TYPE_CHECKING:
 Hook = Callable[[HookEvent], object]
 Hooks = Mapping[str, Hook | Iterable[Hook]]
 TransportFactory = Callable[["Destination"], "Transport"]
+
+
+class Deliver(Protocol):
+    """Deploys a tree made elsewhere to one destination now, as a deployment like any
+    other (the DeployHQ model's ``deploy.deployments.deliver``; the Engine wires it)."""
+
+    def __call__(
+        self,
+        ctx: Context,
+        destination: Destination,
+        *,
+        end_revision: str,
+        end_tree: str,
+        before_run: Callable[[Deployment], None] | None = None,
+    ) -> Deployment: ...
+
 
 log = get_logger(__name__)
 
@@ -50,19 +69,21 @@ class Context:
         *,
         hooks: Hooks | None = None,
         transport: TransportFactory | None = None,
+        deliver: Deliver | None = None,
     ) -> None:
         self.settings = settings
         self.hooks: dict[str, list[Hook]] = {}
         for event, fns in (hooks or {}).items():
             self.hooks[event] = [fns] if callable(fns) else list(fns)
         self.transport: TransportFactory = transport or default_transport
+        self._deliver = deliver
         self._sources: dict[str, git.Repository] = {}
         self.catalogs: dict[str, object] = {}  # stack -> its Catalog at a head (content/)
 
     def fork(self) -> Context:
         """Another Context on the same settings, hooks and transport factory, with its own
         connections and repositories, for use in another thread."""
-        other = Context(self.settings, transport=self.transport)
+        other = Context(self.settings, transport=self.transport, deliver=self._deliver)
         other.hooks = self.hooks
         return other
 
@@ -131,6 +152,22 @@ class Context:
             self.snapshots.attach(repo)
             self._sources[project] = repo
         return self._sources[project]
+
+    def deliver(
+        self,
+        destination: Destination,
+        *,
+        end_revision: str,
+        end_tree: str,
+        before_run: Callable[[Deployment], None] | None = None,
+    ) -> Deployment:
+        """Deploy ``end_tree`` to ``destination`` now (how the content model publishes:
+        through the deployment machinery the Engine handed in, never by importing it)."""
+        if self._deliver is None:
+            raise RuntimeError("this Context was made without a deliver function")
+        return self._deliver(
+            self, destination, end_revision=end_revision, end_tree=end_tree, before_run=before_run
+        )
 
     # -- hooks --------------------------------------------------------------------------------
 

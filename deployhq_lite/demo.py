@@ -3,6 +3,7 @@ then rolled back, all under one directory and with no config file."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -100,8 +101,6 @@ def run_demo(
         step("4. roll back to deployment 1", d3, engine)
     same = _matches(root / "site", REVISION_1)
     if as_json:
-        import json
-
         echo(
             json.dumps(
                 {"directory": str(root), "steps": steps, "site_matches_first_revision": same},

@@ -12,8 +12,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from . import config as config_module
-from . import deployments, documents, readmodel, releases
+from . import readmodel
+from .content import documents, publish, releases, schedule
 from .context import Context, Hooks, TransportFactory
+from .deployments import entry, recovery
+from .deployments.options import DeployOptions, RunOptions
+from .locking import check_unlocked, owner_label
 from .log import get_logger
 from .records import (
     Deployment,
@@ -27,10 +31,10 @@ from .records import (
 
 if TYPE_CHECKING:
     from .config import Destination, Settings
-    from .deployments import OutputCallback, ProgressCallback
-    from .documents import Catalog
+    from .content.documents import Catalog
+    from .content.publish import PublishResult
+    from .deployments.options import OutputCallback, ProgressCallback
     from .records import DeploymentStatus
-    from .releases import PublishResult
     from .store import HistoryStore, SnapshotStorage
     from .store.gc import GcReport
     from .transports import Transport
@@ -56,7 +60,7 @@ class Engine:
     ) -> None:
         if settings is None or isinstance(settings, str | os.PathLike):
             settings = config_module.load_settings(settings)
-        self.context = Context(settings, hooks=hooks, transport=transport)
+        self.context = Context(settings, hooks=hooks, transport=transport, deliver=entry.deliver)
 
     @classmethod
     def _on(cls, context: Context) -> Engine:
@@ -125,7 +129,7 @@ class Engine:
         target: int | Literal["latest"] | None = (
             None if unpublish else rollback_to or version or "latest"
         )
-        return releases.entry_change(
+        return publish.entry_change(
             self.context,
             stack,
             uid,
@@ -139,11 +143,11 @@ class Engine:
     def published(self, stack: str, environment: str, locale: str | None = None) -> dict[str, int]:
         """uid -> published version in one locale (default: the environment's first)."""
         asked = [locale] if locale else []
-        wanted = releases.locales_of(self.context, stack, environment, asked)[0]
+        wanted = publish.locales_of(self.context, stack, environment, asked)[0]
         return {
             uid: version
             for (loc, uid), version in sorted(
-                releases.published_versions(self.context, stack, environment).items()
+                publish.published_versions(self.context, stack, environment).items()
             )
             if loc == wanted
         }
@@ -281,24 +285,12 @@ class Engine:
         ``on_output`` gets each line the build commands print."""
         if not break_lock:  # a refusal records nothing
             self._check_unlocked(project, server)
-        deployment = deployments.create_deployment(
-            self.context,
-            project,
-            server,
-            revision=revision,
-            config_files_only=config_files_only,
-            copy_config_files=copy_config_files,
-            run_build_commands=run_build_commands,
-            claimed_by=_here(),  # run here and now, not by a queue worker
+        options = DeployOptions(config_files_only, copy_config_files, run_build_commands)
+        created = entry.create(
+            self.context, project, server, options, revision=revision, claimed_by=_here()
         )
-        return deployments.run_deployment(
-            self.context,
-            deployment,
-            break_lock=break_lock,
-            override_marker=override_marker,
-            on_progress=on_progress,
-            on_output=on_output,
-        )
+        run = RunOptions(break_lock, override_marker, on_progress, on_output)
+        return entry.execute(self.context, created, run)
 
     def preview(
         self,
@@ -309,15 +301,16 @@ class Engine:
         on_output: OutputCallback | None = None,
     ) -> Preview:
         """The file changes deploying ``revision`` would make; nothing is written."""
-        deployment = deployments.create_deployment(
+        created = entry.create(
             self.context,
             project,
             server,
+            DeployOptions(),
             revision=revision,
             mode=DeploymentMode.PREVIEW,
             claimed_by=_here(),
         )
-        return deployments.run_preview(self.context, deployment, on_output=on_output)
+        return entry.preview(self.context, created, on_output=on_output)
 
     def rollback(
         self,
@@ -336,25 +329,16 @@ class Engine:
         mode = DeploymentMode(mode)
         if mode is DeploymentMode.QUEUE and not break_lock:  # a refusal records nothing
             self._check_unlocked(project, self.get_deployment(project, deployment).server)
-        created = deployments.create_rollback(
-            self.context,
-            project,
-            deployment,
-            mode=mode,
-            copy_config_files=copy_config_files,
-            run_build_commands=run_build_commands,
-            claimed_by=_here(),
+        options = DeployOptions(
+            copy_config_files=copy_config_files, run_build_commands=run_build_commands
+        )
+        created = entry.create_rollback(
+            self.context, project, deployment, options, mode=mode, claimed_by=_here()
         )
         if mode is DeploymentMode.PREVIEW:
-            return deployments.run_preview(self.context, created, on_output=on_output).deployment
-        return deployments.run_deployment(
-            self.context,
-            created,
-            break_lock=break_lock,
-            override_marker=override_marker,
-            on_progress=on_progress,
-            on_output=on_output,
-        )
+            return entry.preview(self.context, created, on_output=on_output).deployment
+        run = RunOptions(break_lock, override_marker, on_progress, on_output)
+        return entry.execute(self.context, created, run)
 
     def queue_deployment(
         self,
@@ -368,15 +352,9 @@ class Engine:
         run_build_commands: bool = True,
     ) -> Deployment:
         """Record a deployment (or a preview) for a queue worker to run; returns at once."""
-        return deployments.create_deployment(
-            self.context,
-            project,
-            server,
-            revision=revision,
-            mode=DeploymentMode(mode),
-            config_files_only=config_files_only,
-            copy_config_files=copy_config_files,
-            run_build_commands=run_build_commands,
+        options = DeployOptions(config_files_only, copy_config_files, run_build_commands)
+        return entry.create(
+            self.context, project, server, options, revision=revision, mode=DeploymentMode(mode)
         )
 
     def queue_rollback(
@@ -390,19 +368,15 @@ class Engine:
     ) -> Deployment:
         """Record a rollback to ``deployment`` (DeployHQ's rules checked now) for a queue
         worker to run; returns at once."""
-        return deployments.create_rollback(
-            self.context,
-            project,
-            deployment,
-            mode=DeploymentMode(mode),
-            copy_config_files=copy_config_files,
-            run_build_commands=run_build_commands,
+        options = DeployOptions(
+            copy_config_files=copy_config_files, run_build_commands=run_build_commands
+        )
+        return entry.create_rollback(
+            self.context, project, deployment, options, mode=DeploymentMode(mode)
         )
 
     def _check_unlocked(self, project: str, server: str) -> None:
         """Refuse now if the server (a group's: any member) is locked by another run."""
-        from .locking import check_unlocked
-
         group = self.settings.find_group(project, server)
         servers = group.servers if group is not None else [server]
         check_unlocked(self.history, [server_key(project, name) for name in servers])
@@ -410,8 +384,21 @@ class Engine:
     def get_preview(self, project: str, identifier: str) -> Preview:
         return readmodel.preview(self.history, self.get_deployment(project, identifier))
 
+    # -- the queue worker's door ---------------------------------------------------------------
+
+    def run_claimed(self, deployment: Deployment) -> Deployment:
+        """Run (or preview) a deployment a worker claimed; a failure is recorded on it."""
+        return entry.run_claimed(self.context, deployment)
+
+    def recover_abandoned(self) -> list[Deployment]:
+        """Fail what stopped processes on this host left unfinished (a deployment whose
+        marker is on its server completed, and is recorded so); returns them as they are."""
+        return recovery.recover(self.context)
+
+    def run_due_releases(self, *, now: str | None = None) -> list[tuple[Release, str]]:
+        """Deploy every scheduled release that is due: (release, outcome) for each."""
+        return schedule.run_due(self.context, now=now)
+
 
 def _here() -> str:
-    from .locking import owner_label
-
     return owner_label()

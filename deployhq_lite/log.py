@@ -98,7 +98,7 @@ def configure(*, level: str = "warning", fmt: str = "console") -> None:
 
 
 def _structlog() -> Any:
-    import structlog
+    import structlog  # loads on the first log line: --help is fast without it
 
     if _format is not None and not getattr(structlog, "_dhq_configured", False):
         _apply_config(structlog)

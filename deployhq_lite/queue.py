@@ -22,12 +22,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .deployments import record_committed, run_deployment, run_preview
 from .errors import DeployHQLiteError, StoreBusyError
-from .locking import looks_stale, owner_label, take_lock
+from .locking import owner_label, take_lock
 from .log import get_logger
-from .marker import read_marker
-from .records import UNFINISHED, Deployment, DeploymentStatus, Release, utcnow
+from .records import Deployment, Release, utcnow
 from .store import LockRecord
 from .store.gc import GcReport, is_due
 
@@ -69,7 +67,7 @@ def run_worker(
     """
     stop = stop or threading.Event()
     owner = worker_label()
-    projects = frozenset(engine.context.settings.projects)
+    projects = frozenset(engine.settings.projects)
     ran = 0
     log.info("worker.started", worker=owner, once=once)
     while not stop.is_set():
@@ -77,7 +75,7 @@ def run_worker(
             _notify(on_event, "deployment.interrupted", recovered)
         run_releases(engine, on_release)
         while not stop.is_set() and (max_jobs is None or ran < max_jobs):
-            claimed = engine.context.history.claim_next(owner, projects=projects)
+            claimed = engine.history.claim_next(owner, projects=projects)
             if claimed is None:
                 break
             ran += 1
@@ -98,7 +96,7 @@ def run_worker(
 def collect_store_if_due(engine: Engine) -> GcReport | None:
     """Collect the snapshot store when it has grown by ``snapshot_store_gc_size`` since
     its last gc (see :func:`store.gc.is_due`); not now if it is in use. Never raises."""
-    if not is_due(engine.context.snapshots.path, engine.context.settings.snapshot_store_gc_size):
+    if not is_due(engine.snapshots.path, engine.settings.snapshot_store_gc_size):
         return None
     try:
         report = engine.collect_snapshots()
@@ -112,96 +110,28 @@ def collect_store_if_due(engine: Engine) -> GcReport | None:
 
 
 def run_claimed(engine: Engine, deployment: Deployment) -> Deployment:
-    """Run (or preview) a deployment this worker claimed; return it as it ended. A
-    failure is recorded on the deployment, not raised; an interrupt is recorded, then
-    raised."""
-    log.info("queue.claimed", deployment=deployment.identifier, worker=deployment.claimed_by)
-    try:
-        if deployment.is_preview:
-            run_preview(engine.context, deployment)
-        else:
-            run_deployment(engine.context, deployment)
-    except DeployHQLiteError as exc:
-        log.warning("queue.failed", deployment=deployment.identifier, error=str(exc))
-        _fail_unfinished(engine, deployment, str(exc))
-    except BaseException as exc:  # Ctrl-C, or a bug: never leave it claimed and unfinished
-        _fail_unfinished(engine, deployment, f"interrupted ({type(exc).__name__})")
-        raise
-    return engine.context.history.find(deployment.identifier) or deployment
-
-
-def _fail_unfinished(engine: Engine, deployment: Deployment, error: str) -> None:
-    """Fail the deployment, and a group's members, where the runner left them open (a
-    preview that could not read the server, say)."""
-    for d in [deployment, *engine.context.history.members(deployment.identifier)]:
-        current = engine.context.history.find(d.identifier)
-        if current is not None and current.status in UNFINISHED:
-            engine.context.history.update(
-                current, status=DeploymentStatus.FAILED, completed_at=utcnow(), error=error
-            )
+    """Run (or preview) a deployment this worker claimed; return it as it ended."""
+    return engine.run_claimed(deployment)
 
 
 def recover(engine: Engine) -> list[Deployment]:
-    """Fail what stopped workers and killed runs on this host left unfinished (see
-    :meth:`DeploymentQueue.recover_abandoned`); a deployment whose marker is on its server did
-    complete, and is recorded so. Returns them as they are now."""
-    recovered = []
-    for failed in engine.context.history.recover_abandoned(looks_stale):
-        log.warning("deployment.interrupted", deployment=failed.identifier, error=failed.error)
-        recovered.append(_reconcile(engine, failed))
-    return recovered
-
-
-def _reconcile(engine: Engine, deployment: Deployment) -> Deployment:
-    """The marker is the commit point: a deployment (or group member) cut off after
-    writing it completed. Only what got as far as keeping its snapshot is checked."""
-    if deployment.is_preview:
-        return deployment
-    parts = (
-        engine.context.history.members(deployment.identifier)
-        if deployment.is_group
-        else [deployment]
-    )
-    for part in parts:
-        if part.status is DeploymentStatus.COMPLETED or not engine.context.snapshots.find_tree(
-            part.identifier
-        ):
-            continue
-        try:
-            destination = engine.context.settings.destination(part.project, part.server)
-            with engine.context.transport(destination) as transport:
-                marker = read_marker(transport)
-        except DeployHQLiteError as exc:
-            log.warning("deployment.unchecked", deployment=part.identifier, error=str(exc))
-            continue
-        if marker is not None and marker.get("deployment") == part.identifier:
-            record_committed(engine.context, part, marker, by="worker recovery")
-    members = engine.context.history.members(deployment.identifier)
-    if (
-        deployment.is_group
-        and members
-        and all(m.status is DeploymentStatus.COMPLETED for m in members)
-    ):
-        engine.context.history.update(
-            deployment, status=DeploymentStatus.COMPLETED, completed_at=utcnow(), error=None
-        )
-    return engine.context.history.find(deployment.identifier) or deployment
+    """Fail what stopped processes on this host left unfinished (a deployment whose
+    marker is on its server completed, and is recorded so); returns them as they are."""
+    return engine.recover_abandoned()
 
 
 def run_releases(engine: Engine, on_release: ReleaseCallback | None = None) -> None:
     """Deploy the scheduled releases that are due, unless another worker is doing it."""
-    from .releases import run_due
-
     mine = LockRecord(RELEASES_KEY, RELEASES_KEY, worker_label(), utcnow())
-    if not take_lock(engine.context.history, mine, break_stale=True)[0]:
+    if not take_lock(engine.history, mine, break_stale=True)[0]:
         return  # another worker is running them
     try:
-        for release, outcome in run_due(engine.context):
+        for release, outcome in engine.run_due_releases():
             log.info("release.scheduled_run", release=release.uid, outcome=outcome)
             if on_release is not None:
                 on_release(release, outcome)
     finally:
-        engine.context.history.unlock(RELEASES_KEY, RELEASES_KEY)
+        engine.history.unlock(RELEASES_KEY, RELEASES_KEY)
 
 
 def _notify(on_event: EventCallback | None, event: str, deployment: Deployment) -> None:

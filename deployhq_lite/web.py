@@ -196,7 +196,7 @@ def _index_route(app: FastAPI, user: Any) -> None:
 def _worker(
     settings: Settings, stop: threading.Event, wake: threading.Event, interval: float
 ) -> None:
-    from .queue import run_worker
+    from .queue import run_worker  # only when serve runs a worker in its process
 
     with Engine(settings) as engine:
         run_worker(engine, once=False, interval=interval, stop=stop, wake=wake)
@@ -438,7 +438,7 @@ def serve(
 ) -> None:
     """Run the API with uvicorn until interrupted (HTTPS with ``certfile``);
     ``on_listening`` gets its URL once the port is taken."""
-    import uvicorn
+    import uvicorn  # loads for serve only, not for create_app in tests
 
     if not settings.api_users:
         where = settings.config_path or "config"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from deployhq_lite import git as gitlib
-from deployhq_lite.builds import BuildError, BuildResult, run_build
 from deployhq_lite.config import ProjectConfig
+from deployhq_lite.deployments.builds import BuildError, BuildResult, run_build
 from deployhq_lite.errors import RepositoryError
 from deployhq_lite.records import CommandResult
 from deployhq_lite.repobuilder import Executable, GitRepoBuilder, Symlink, git

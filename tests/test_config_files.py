@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import deployhq_lite as dhq
-from deployhq_lite.rules import ROLLBACK_CONFIG_FILES
+from deployhq_lite.deployments.rules import ROLLBACK_CONFIG_FILES
 from deployhq_lite.testing.plugin import Site, run_cli
 from deployhq_lite.testing.sshd import SSHServer
 from tests.test_sftp_e2e import ssh_config

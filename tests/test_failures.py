@@ -677,13 +677,12 @@ def test_a_deploy_refused_by_the_lock_records_no_deployment(site: Site, tmp_path
 
 
 def test_a_queued_deployment_waits_for_the_lock_and_is_recorded(site: Site) -> None:
-    from deployhq_lite.deployments import create_deployment
     from deployhq_lite.engine import Engine
 
     revision = site.repo.commit({"index.html": "v1"})
     hold_lock(site, "alice@build-box:4242")
     with Engine(site.config) as engine:
-        queued = create_deployment(engine, "website", "production")
+        queued = engine.queue_deployment("website", "production")
 
     held_back = run("worker", "--once", "--config", site.config)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from deployhq_lite.deployments.rules import ROLLBACK_LATEST, ROLLBACK_NO_SERVER
 from deployhq_lite.marker import MARKER_PATH
-from deployhq_lite.rules import ROLLBACK_LATEST, ROLLBACK_NO_SERVER
 from deployhq_lite.testing.plugin import Site, read_tree, run_cli
 from deployhq_lite.testing.sshd import SSHServer
 

@@ -64,3 +64,86 @@ def test_paramiko_contract_names_every_transport_but_ssh() -> None:
         for module in pkgutil.iter_modules(deployhq_lite.transports.__path__)
     }
     assert listed == transports - {"deployhq_lite.transports.ssh"}
+
+
+def _own_imports() -> dict[str, set[str]]:
+    """Each module of the package -> the modules of the package it imports (anywhere in
+    it: at the top, under TYPE_CHECKING, or inside a function)."""
+    import grimp  # import-linter's own graph builder
+
+    graph = grimp.build_graph("deployhq_lite", cache_dir=None)
+    return {
+        module: {
+            imported
+            for imported in graph.find_modules_directly_imported_by(module)
+            if imported.startswith("deployhq_lite")
+        }
+        for module in graph.modules
+    }
+
+
+def _reaches(edges: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt == goal:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Each import ``a -> b`` where ``b`` leads back to ``a``: an edge of a cycle."""
+    return sorted((a, b) for a, bs in edges.items() for b in bs if _reaches(edges, b, a))
+
+
+def test_no_import_cycle_among_the_package_modules() -> None:
+    assert _cycles(_own_imports()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(edges) == [("a", "b"), ("b", "c"), ("c", "a")]
+
+
+def _function_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, source) of each import inside a function of a module, but those under
+    ``if TYPE_CHECKING:``."""
+    import ast
+
+    lines = path.read_text().splitlines()
+    found: list[tuple[int, str]] = []
+
+    def walk(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if inside and isinstance(child, ast.Import | ast.ImportFrom):
+                found.append((child.lineno, lines[child.lineno - 1]))
+            walk(child, inside)
+
+    walk(ast.parse("\n".join(lines)), False)
+    return found
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    """Imports inside functions stay only where they keep start-up fast or load an
+    optional piece (paramiko for SSH servers only, say), each with a comment saying so
+    on its line."""
+    unexplained = [
+        f"{path.relative_to(ROOT)}:{line}: {text.strip()}"
+        for path in sorted((ROOT / "deployhq_lite").rglob("*.py"))
+        for line, text in _function_imports(path)
+        if "#" not in text
+    ]
+    assert unexplained == []
+
+
+def test_no_subpackage_hides_a_public_name() -> None:
+    """``import deployhq_lite.x`` sets the attribute ``x`` on the package: no module may
+    be named like a public function (``dhq.deploy(...)`` must stay the function)."""
+    top_level = {module.name for module in pkgutil.iter_modules(deployhq_lite.__path__)}
+    assert top_level.isdisjoint(deployhq_lite.__all__)

@@ -14,7 +14,7 @@ from rich.console import Console
 
 import deployhq_lite as dhq
 from deployhq_lite.cli.common import open_progress_bar
-from deployhq_lite.deployments import Phase, PhasedProgress
+from deployhq_lite.deployments.options import Phase, PhasedProgress
 from deployhq_lite.testing.plugin import CLI, Site
 from tests.test_groups import group_config, local_second
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 import deployhq_lite as dhq
+from deployhq_lite.content.publish import PublishResult
 from deployhq_lite.errors import ReleaseRefusedError
-from deployhq_lite.releases import PublishResult
 from deployhq_lite.repobuilder import GitRepoBuilder
 
 DOCS = ("a", "b", "c")

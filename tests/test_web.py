@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import deployhq_lite as dhq
-from deployhq_lite.rules import (
+from deployhq_lite.deployments.rules import (
     ROLLBACK_CONFIG_FILES,
     ROLLBACK_IMPOSSIBLE,
     ROLLBACK_LATEST,

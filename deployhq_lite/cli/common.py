@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..deployments import ProgressCallback
+    from ..deployments.options import ProgressCallback
     from ..engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,7 +108,7 @@ def _engine() -> Iterator[Engine]:
     opts = _opts()
     _setup_logging(opts)
     try:
-        from ..engine import Engine
+        from ..engine import Engine  # pygit2 and the store load only when used: --help is fast
 
         with Engine(opts.config) as engine:
             yield engine
@@ -146,7 +146,7 @@ def _progress(label: str) -> Iterator[ProgressCallback | None]:
 @contextmanager
 def open_progress_bar(label: str, console: Console) -> Iterator[PhaseBar]:
     """A transient bar on ``console``: ``deploying: planning``, then files done of total."""
-    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.progress import BarColumn, Progress, TextColumn  # rich loads for a bar only
 
     with Progress(
         TextColumn("{task.description}"),
@@ -179,7 +179,7 @@ def echo_build_output(line: str) -> None:
 
 
 def _stderr_console() -> Any:
-    from rich.console import Console
+    from rich.console import Console  # rich loads for a bar only
 
     return Console(stderr=True)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,7 +24,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..releases import PublishResult
+    from ..content.publish import PublishResult
 
 
 @cli.group()
@@ -332,11 +335,7 @@ def delete_release(stack: str, release: str, user: str | None) -> None:
 @common_options
 def worker(once: bool, interval: float) -> None:
     """Run queued deployments and scheduled releases (several workers may run at once)."""
-    import signal
-    import sys
-    import threading
-
-    from ..queue import run_worker
+    from ..queue import run_worker  # the engine loads for a command that runs, not --help
 
     stop = threading.Event()
     # SIGTERM: finish the deployment being run, then stop; Ctrl-C: interrupt it now.

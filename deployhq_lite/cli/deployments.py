@@ -227,7 +227,7 @@ def show_preview(project: str, deployment: str) -> None:
 @common_options
 def demo(directory: str | None) -> None:
     """Build a sample repository, deploy two revisions locally, roll back; print each step."""
-    from ..demo import run_demo
+    from ..demo import run_demo  # the engine loads for a command that runs, not --help
 
     opts = _opts()
     _setup_logging(opts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..views import projects_view
 from .common import _engine, _opts, _print_json, _short, cli, common_options
 
 
@@ -17,8 +18,6 @@ def projects() -> None:
 @common_options
 def list_projects() -> None:
     """Every project with its repository, servers and server groups (and identifiers)."""
-    from ..views import projects_view
-
     with _engine() as engine:
         found = projects_view(engine)
         if _opts().json:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..errors import DeployHQLiteError
+from ..errors import ConfigError, DeployHQLiteError, HostKeyError
 from .common import (
     _engine,
     _fail,
@@ -55,8 +55,6 @@ def check_server(project: str, server: str) -> None:
 @common_options
 def trust_server(project: str, server: str, yes: bool, expected: str | None, replace: bool) -> None:
     """Show the host key SERVER offers; record it in known_hosts only when confirmed."""
-    from ..errors import ConfigError, HostKeyError
-
     with _engine() as engine:
         destination = engine.settings.destination(project, server)
         config, name = destination.config, destination.key

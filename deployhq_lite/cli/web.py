@@ -37,7 +37,7 @@ def serve(host: str, port: int, worker: bool, certfile: str | None, keyfile: str
 
     Prints `listening on URL` (stderr) once the port is taken; with -v, one line per
     request: method, path, status and milliseconds."""
-    from ..web import serve as run
+    from ..web import serve as run  # FastAPI and uvicorn load for serve only
 
     if keyfile and not certfile:
         raise click.UsageError("--keyfile needs --certfile")

@@ -147,7 +147,7 @@ class ServerConfig(_Model):
     @classmethod
     def _patterns_parse(cls, patterns: list[str]) -> list[str]:
         if patterns:
-            from pathspec import GitIgnoreSpec
+            from pathspec import GitIgnoreSpec  # loads only when patterns are configured
 
             for pattern in patterns:
                 try:

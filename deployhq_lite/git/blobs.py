@@ -9,14 +9,24 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from typing import IO, Protocol
 
 from .. import gitobjects
 from ..errors import RepositoryError
 from ..values import BytesSource, Source
 
-if TYPE_CHECKING:  # the repository module imports this one
-    from .repository import Repository
+
+class ObjectReader(Protocol):
+    """What a blob reader needs of a repository (:class:`~.repository.Repository` is one)."""
+
+    path: str
+
+    @property
+    def git_dir(self) -> str: ...
+
+    def object_size(self, oid: str) -> int: ...
+
+    def read_blob(self, oid: str) -> bytes: ...
 
 
 class BlobReader:
@@ -43,10 +53,10 @@ class BlobReader:
     STREAM_MIN = 4 * 1024 * 1024  # bigger blobs are streamed, never held whole
     HERE_MIN = 256 * 1024  # blobs this big are inflated here when gitobjects can
 
-    def __init__(self, repo: Repository, oids: Sequence[str]) -> None:
+    def __init__(self, repo: ObjectReader, oids: Sequence[str]) -> None:
         oids = list(dict.fromkeys(oids))  # a repeated id is read again through libgit2
         self._repo = repo
-        self._objects = os.path.join(repo._repo.path, "objects")
+        self._objects = os.path.join(repo.git_dir, "objects")
         self._packs = gitobjects.Packs(self._objects)
         self._here = {oid for oid in oids if self._readable_here(oid)}
         oids = [oid for oid in oids if oid not in self._here]  # those never go to git
@@ -73,7 +83,7 @@ class BlobReader:
         if not gitobjects.is_loose(self._objects, oid):
             return False  # a delta (or not stored here at all): git reads it
         try:
-            return int(self._repo._repo.odb.read_header(oid)[1]) >= self.HERE_MIN
+            return self._repo.object_size(oid) >= self.HERE_MIN
         except (KeyError, ValueError):
             return False
 
@@ -82,7 +92,7 @@ class BlobReader:
         total = 0
         for oid in oids:
             try:
-                total += self._repo._repo.odb.read_header(oid)[1]
+                total += self._repo.object_size(oid)
             except (KeyError, ValueError):
                 return False
             if total >= self.MIN_BATCH_BYTES:
@@ -96,7 +106,7 @@ class BlobReader:
                 self._git,
                 *_CAT_FILE_CONFIG,
                 "--git-dir",
-                self._repo._repo.path,
+                self._repo.git_dir,
                 "cat-file",
                 "--batch",
             ],
@@ -156,7 +166,7 @@ class BlobReader:
     def _open_alone(self, oid: str) -> Source:
         """One blob outside the batch: streamed by its own git process when big."""
         try:
-            size = self._repo._repo.odb.read_header(oid)[1]
+            size = self._repo.object_size(oid)
         except (KeyError, ValueError):
             raise RepositoryError(f"object {oid} missing from {self._repo.path}") from None
         here = self._open_here(oid) if size >= self.HERE_MIN else None
@@ -169,7 +179,7 @@ class BlobReader:
                 self._git,
                 *_CAT_FILE_CONFIG,
                 "--git-dir",
-                self._repo._repo.path,
+                self._repo.git_dir,
                 "cat-file",
                 "blob",
                 oid,

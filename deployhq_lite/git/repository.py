@@ -109,6 +109,15 @@ class Repository:
         objects = Path(other._repo.path, "objects")
         self._repo.odb.add_disk_alternate(str(objects))
 
+    @property
+    def git_dir(self) -> str:
+        """The repository's git directory (``.git``, or itself when bare)."""
+        return str(self._repo.path)
+
+    def object_size(self, oid: str) -> int:
+        """The size of an object's content, from its header (KeyError, ValueError: none)."""
+        return int(self._repo.odb.read_header(oid)[1])
+
     def read_blob(self, oid: str) -> bytes:
         try:
             return bytes(self._repo.odb.read(oid)[1])

@@ -40,7 +40,7 @@ class SSHServer:
     def server_config(self, root: Path) -> ServerConfig:
         """A ``protocol_type = "ssh"`` server for ``root`` here: the user key, this
         known_hosts, no agent."""
-        from ..config import ServerConfig
+        from ..config import ServerConfig  # pydantic loads when a test asks, not on import
 
         return ServerConfig(
             protocol_type="ssh",

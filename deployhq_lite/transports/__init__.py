@@ -21,7 +21,7 @@ __all__ = [
 def open_transport(server: ServerConfig, *, label: str) -> Transport:
     """The transport for a configured server (not yet opened; use ``with``)."""
     if server.protocol_type == "local":
-        from .local import LocalTransport
+        from .local import LocalTransport  # the one a server uses loads, not both
 
         return LocalTransport(server.root, server=label)
     from .ssh.sftp import SFTPTransport  # paramiko is imported only for ssh servers

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import RollbackNotAllowedError
-from .records import Deployment, DeploymentStatus
+from ..errors import RollbackNotAllowedError
+from ..records import Deployment, DeploymentStatus
 
 ROLLBACK_CONFIG_FILES = "Cannot rollback a config files deployment"
 ROLLBACK_NO_SERVER = "Deployment has no parent server"

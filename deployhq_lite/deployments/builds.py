@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DeploymentError
-from .log import get_logger
-from .records import CommandResult
-from .shell import run_shell
+from ..errors import DeploymentError
+from ..log import get_logger
+from ..records import CommandResult, Deployment
+from ..shell import run_shell
+from .configfiles import server_tree
+from .options import OutputCallback
 
 if TYPE_CHECKING:
-    from . import git
-    from .config import BuildCommandConfig, ProjectConfig
+    from .. import git
+    from ..config import BuildCommandConfig, ProjectConfig
+    from ..context import Context
 
 log = get_logger(__name__)
 
@@ -195,3 +198,57 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def build(
+    ctx: Context,
+    waiting: list[Deployment],
+    *,
+    record: Deployment,
+    on_output: OutputCallback | None = None,
+) -> list[Deployment]:
+    """Run the project's build commands once for deployments whose tree waits on them
+    (one deployment, or a group's members: same project and end revision) and give
+    each its server's part of the output. The commands' results are kept on ``record``;
+    a failing build raises ``BuildError`` before anything touches a server."""
+    first = waiting[0]
+    log.info("build.queued", deployment=record.identifier, revision=first.end_revision)
+    result = run_build(
+        source=ctx.source(first.project),
+        store=ctx.snapshots.repo,
+        revision=first.end_revision,
+        project=ctx.settings.get_project(first.project),
+        work_root=ctx.state_dir / "builds",
+        cache_root=ctx.state_dir / "build-cache" / first.project,
+        variables=deployment_variables(record),  # a group's: same project, branch, revision
+        on_output=on_output,
+        on_command=lambda r: ctx.history.add_command_result(record.identifier, r),
+    )
+    return [
+        ctx.history.update(
+            d,
+            end_tree=server_tree(
+                ctx,
+                d.project,
+                d.server,
+                result.tree,
+                built=True,
+                copy_config_files=d.copy_config_files,
+            ),
+        )
+        for d in waiting
+    ]
+
+
+def deployment_variables(deployment: Deployment) -> dict[str, str]:
+    """The ``DEPLOYHQ_*`` variables every command of ``deployment`` sees: its build
+    commands, and its SSH commands on a local or an SSH server. None holds a secret."""
+    return {
+        "DEPLOYHQ_PROJECT": deployment.project,
+        "DEPLOYHQ_SERVER": deployment.server,
+        "DEPLOYHQ_DEPLOYMENT": deployment.identifier,
+        "DEPLOYHQ_BRANCH": deployment.branch,
+        "DEPLOYHQ_START_REVISION": deployment.start_revision or "",
+        "DEPLOYHQ_END_REVISION": deployment.end_revision,
+        "DEPLOYHQ_ROLLBACK": "1" if deployment.is_rollback else "0",
+    }

@@ -11,20 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .changeset import (
+from ..changeset import (
     Changeset,
     Entry,
     FileChange,
     refuse_writes_under_symlinks,
 )
-from .errors import PathOutsideRootError, StoreError, UnsafePathError
-from .records import ChangeKind, Deployment
-from .selection import exclusion_spec
-from .snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
-from .transports import Transport
+from ..errors import DeployHQLiteError, PathOutsideRootError, StoreError, UnsafePathError
+from ..records import ChangeKind, Deployment, DeploymentStatus
+from ..selection import exclusion_spec
+from ..snapshots import EMPTY, Snapshot, TreeSnapshot, changes_between
+from ..transports import Transport
+from .configfiles import server_tree
 
 if TYPE_CHECKING:
-    from .context import Context
+    from .. import git
+    from ..context import Context
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class Plan:
     uncertain: frozenset[str] = frozenset()  # paths unfinished deployments may have left
     prune: tuple[str, ...] = ()  # directories found where files must go, or left emptied
     held: Held | None = None  # the marker's word, taken over the history's (--override-marker)
+    source: git.Repository | None = None  # where the end tree's new objects are read from
 
     @property
     def start_revision(self) -> str | None:
@@ -65,6 +68,10 @@ def plan(ctx: Context, deployment: Deployment, *, held: Held | None = None) -> P
     the marker names instead, and nothing the history knows is uncertain there.
     """
     history, store = ctx.history, ctx.snapshots
+    # A deployment's end tree names the source repository's objects until the snapshot is
+    # kept; opening the source attaches it to the store, which reads them through it. A
+    # rollback's end tree is a kept snapshot already.
+    source = None if deployment.is_rollback else ctx.source(deployment.project)
     latest = history.find_latest_completed(deployment.project, deployment.server)
     if held is not None:
         latest = held.deployment
@@ -93,7 +100,7 @@ def plan(ctx: Context, deployment: Deployment, *, held: Held | None = None) -> P
         guessed = [_rewrite(p, start.get(p), end.get(p)) for p in uncertain]
         changeset = Changeset.of([*kept, *guessed])
     _refuse_bad_symlink_targets(ctx, changeset)
-    return Plan(latest, end, changeset, uncertain, held=held)
+    return Plan(latest, end, changeset, uncertain, held=held, source=source)
 
 
 def _refuse_symlinked_writes(changeset: Changeset, start: Snapshot, end: Snapshot) -> None:
@@ -203,3 +210,45 @@ def _holds_dir(snapshot: Snapshot, directory: str) -> bool:
 def _parents(path: str) -> list[str]:
     parts = path.split("/")[:-1]
     return ["/".join(parts[:depth]) for depth in range(len(parts), 0, -1)]
+
+
+def held_by_marker(ctx: Context, deployment: Deployment, marker: dict[str, str] | None) -> Held:
+    """What the server holds by its marker, when that disagrees with the history: the
+    snapshot of the deployment it names, else of its revision as a completed deployment
+    to this server or (no build commands) the source repository has it; else nothing we
+    know (EMPTY: every file is written, none deleted)."""
+    if marker is None:
+        return Held(EMPTY)
+    store = ctx.snapshots
+    named = ctx.history.find(str(marker.get("deployment", "")))
+    revision = str(marker.get("revision", ""))
+    if named is None or (named.project, named.server) != (deployment.project, deployment.server):
+        named = _completed_at(ctx, deployment, revision)
+    tree = store.find_tree(named.identifier) if named is not None else None
+    if named is not None and tree is not None:
+        return Held(TreeSnapshot(store.repo, tree), named.end_revision, named)
+    tree = _source_tree(ctx, deployment, revision)
+    return Held(EMPTY) if tree is None else Held(TreeSnapshot(store.repo, tree), revision)
+
+
+def _completed_at(ctx: Context, deployment: Deployment, revision: str) -> Deployment | None:
+    """The latest completed deployment of ``revision`` to the deployment's server."""
+    done = ctx.history.query(
+        deployment.project, deployment.server, status=DeploymentStatus.COMPLETED, limit=1000
+    )
+    return next((d for d in done if d.end_revision == revision and not d.is_preview), None)
+
+
+def _source_tree(ctx: Context, deployment: Deployment, revision: str) -> str | None:
+    """What deploying ``revision`` from the source puts on the server (None: not a
+    revision of the source, or the project builds it, which the source does not say)."""
+    if not revision or ctx.settings.get_project(deployment.project).build_commands:
+        return None
+    repo = ctx.source(deployment.project)
+    try:
+        if repo.resolve(revision) != revision:  # a full revision, not a branch name
+            return None
+        tree = repo.tree_of(revision)
+    except DeployHQLiteError:
+        return None
+    return server_tree(ctx, deployment.project, deployment.server, tree)

@@ -12,47 +12,57 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import readmodel
-from .deployments import (
+from .. import config as config_module
+from .. import readmodel
+from ..errors import DeployHQLiteError, DeploymentError
+from ..locking import owner_label
+from ..log import get_logger
+from ..records import GROUP, Deployment, DeploymentMode, DeploymentStatus, Preview, utcnow
+from .builds import build
+from .creation import Recipient, create_deployment, new_deployment, rollback_to, server_facts
+from .options import (
+    DeployOptions,
     OutputCallback,
     Phase,
     PhasedProgress,
     ProgressCallback,
-    build,
-    create_deployment,
-    new_deployment,
+    RunOptions,
     report_phase,
-    rollback_to,
-    run_deployment,
-    run_preview,
-    server_facts,
 )
-from .errors import DeployHQLiteError, DeploymentError
-from .locking import owner_label
-from .log import get_logger
-from .records import Deployment, DeploymentMode, DeploymentStatus, Preview, utcnow
 from .rules import check_group_rollback
+from .run import run_deployment, run_preview
 
 if TYPE_CHECKING:
-    from .context import Context
+    from ..context import Context
 
 MAX_PARALLEL = 8  # servers of a group deployed at once
 
 log = get_logger(__name__)
 
 
+def group_recipient(ctx: Context, project: str, key: str) -> Recipient:
+    """A server group as the recipient of its group deployment's row."""
+    return Recipient(
+        project,
+        key,
+        ctx.settings.get_project(project).name,
+        ctx.settings.get_project(project).server_groups[key].name,
+        GROUP,
+        config_module.server_identifier(project, key),
+    )
+
+
 def create_group_deployment(
     ctx: Context,
     project: str,
     key: str,
+    options: DeployOptions,
     *,
     revision: str | None,
     mode: DeploymentMode,
-    config_files_only: bool,
-    copy_config_files: bool = True,
-    run_build_commands: bool = True,
     claimed_by: str | None = None,
 ) -> Deployment:
     """Record a deployment of ``revision`` to every server of group ``key``."""
@@ -62,15 +72,12 @@ def create_group_deployment(
     end_revision = repo.resolve(revision) if revision else repo.resolve_branch(config.branch)
     parent = new_deployment(
         ctx,
-        project,
-        key,
+        group_recipient(ctx, project, key),
         end_revision=end_revision,
         end_tree=None,
         branch=config.branch,
         mode=mode,
-        config_files_only=config_files_only,
-        copy_config_files=copy_config_files,
-        run_build_commands=run_build_commands,
+        options=options,
         claimed_by=owner_label(),  # no worker takes it before its members are in
     )
     return _add_members(
@@ -80,11 +87,9 @@ def create_group_deployment(
             ctx,
             project,
             server,
+            options,
             revision=end_revision,
             mode=mode,
-            config_files_only=config_files_only,
-            copy_config_files=copy_config_files,
-            run_build_commands=run_build_commands,
             group=parent.identifier,
         ),
         group.servers,
@@ -95,10 +100,9 @@ def create_group_deployment(
 def create_group_rollback(
     ctx: Context,
     target: Deployment,
+    options: DeployOptions,
     *,
     mode: DeploymentMode,
-    copy_config_files: bool,
-    run_build_commands: bool,
     claimed_by: str | None = None,
 ) -> Deployment:
     """Record a rollback of every server of group deployment ``target`` to it."""
@@ -111,28 +115,23 @@ def create_group_rollback(
     members = {m.server: m for m in listed}
     parent = new_deployment(
         ctx,
-        target.project,
-        target.server,
+        group_recipient(ctx, target.project, target.server),
         end_revision=target.end_revision,
         end_tree=None,
         branch=target.branch,
         mode=mode,
+        options=DeployOptions(
+            copy_config_files=options.copy_config_files,
+            run_build_commands=options.run_build_commands,
+        ),
         rollback_of=target.identifier,
-        copy_config_files=copy_config_files,
-        run_build_commands=run_build_commands,
         claimed_by=owner_label(),  # no worker takes it before its members are in
     )
     return _add_members(
         ctx,
         parent,
         lambda server: rollback_to(
-            ctx,
-            members[server],
-            trees[server],
-            mode=mode,
-            copy_config_files=copy_config_files,
-            run_build_commands=run_build_commands,
-            group=parent.identifier,
+            ctx, members[server], trees[server], options, mode=mode, group=parent.identifier
         ),
         list(members),
         claimed_by,
@@ -188,15 +187,7 @@ def run_group_preview(
     return readmodel.preview(ctx.history, parent)
 
 
-def run_group(
-    ctx: Context,
-    parent: Deployment,
-    *,
-    break_lock: bool = False,
-    override_marker: bool = False,
-    on_progress: ProgressCallback | None = None,
-    on_output: OutputCallback | None = None,
-) -> Deployment:
+def run_group(ctx: Context, parent: Deployment, run: RunOptions) -> Deployment:
     """Build once if the project has build commands, then run every member (in
     parallel, or in order stopping at the first failure); the group deployment fails
     if any member did, after the others' outcomes are recorded."""
@@ -207,25 +198,20 @@ def run_group(
     log.info("group.started", deployment=parent.identifier, servers=len(members))
     ctx.emit("deployment.started", parent)
     if any(m.end_tree is None for m in members):
-        report_phase(on_progress, Phase.BUILDING)
-    members = _build_members(ctx, parent, members, on_output)
-    progress = _Progress(on_progress)
+        report_phase(run.on_progress, Phase.BUILDING)
+    members = _build_members(ctx, parent, members, run.on_output)
+    progress = _Progress(run.on_progress)
     failures: dict[str, str] = {}
 
-    def run(ctx: Context, member: Deployment) -> None:
+    def run_member(ctx: Context, member: Deployment) -> None:
+        own = replace(run, on_progress=progress.for_server(member.server), on_output=None)
         try:
-            run_deployment(
-                ctx,
-                member,
-                break_lock=break_lock,
-                override_marker=override_marker,
-                on_progress=progress.for_server(member.server),
-            )
+            run_deployment(ctx, member, own)
         except DeployHQLiteError as exc:
             failures[member.server] = str(exc)
 
     try:
-        _run_members(ctx, members, run, failures, parallel=parallel)
+        _run_members(ctx, members, run_member, failures, parallel=parallel)
     except BaseException as exc:
         _finish(ctx, parent, {"": f"interrupted ({type(exc).__name__})"})
         raise

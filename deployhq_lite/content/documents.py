@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from .config import Destination
-from .errors import RepositoryError, UnknownNameError
+from ..config import Destination
+from ..errors import RepositoryError, UnknownNameError
 
 if TYPE_CHECKING:
-    from .context import Context
-    from .git import RawEntry, Repository
+    from ..context import Context
+    from ..git import RawEntry, Repository
 
 _ENTRY = re.compile(r"entries/(?P<type>[^/]+)/(?P<uid>[^/]+)\.json")
 _ASSET = re.compile(r"assets/(?P<uid>[^/]+)/.+")
