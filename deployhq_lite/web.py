@@ -248,8 +248,8 @@ def project_key(settings: Settings, project: str) -> str:
     raise UnknownNameError("project", project, settings.projects)
 
 
-def destination(settings: Settings, project: str, name: str) -> str:
-    """A server or server group key from its key or its identifier."""
+def server_or_group_key(settings: Settings, project: str, name: str) -> str:
+    """A server or server group key from its key or its identifier (else 404)."""
     config = settings.get_project(project)
     for key in [*config.servers, *config.server_groups]:
         if name in (key, config_module.server_identifier(project, key)):
@@ -289,6 +289,7 @@ def _deployment_routes(
     user: Any,
     wake: threading.Event,
 ) -> None:
+    # Longer than most functions: one short nested function per route, registered here.
     @app.post("/projects/{project}/deployments/{deployment}/rollback", status_code=201)
     def rollback(
         project: str, deployment: str, body: RollbackRequest | None = None, _: str = user
@@ -322,7 +323,7 @@ def _deployment_routes(
         name = request.parent_identifier or request.server
         if name is None:
             raise ApiError(422, "parent_identifier: give a server or server group")
-        target = destination(settings, key, name)
+        target = server_or_group_key(settings, key, name)
         revision = request.end_revision or request.branch
         created = engine().queue_deployment(
             key,
@@ -358,6 +359,7 @@ def _deployment_routes(
 
 
 def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> None:
+    # Longer than most functions: one short nested function per route, registered here.
     @app.post("/stacks/{stack}/releases", status_code=201)
     def create_release(stack: str, body: NewRelease, email: str = user) -> dict[str, Any]:
         return engine().create_release(stack, body.name, user=email).to_json()

@@ -147,3 +147,26 @@ def test_no_subpackage_hides_a_public_name() -> None:
     be named like a public function (``dhq.deploy(...)`` must stay the function)."""
     top_level = {module.name for module in pkgutil.iter_modules(deployhq_lite.__path__)}
     assert top_level.isdisjoint(deployhq_lite.__all__)
+
+
+def test_modules_stay_small_and_long_functions_say_why() -> None:
+    """No module over 500 lines; a function over 60 lines opens with a comment saying
+    why it is long (``# Longer than ...``)."""
+    import ast
+
+    too_long: list[str] = []
+    for path in sorted((ROOT / "deployhq_lite").rglob("*.py")):
+        text = path.read_text()
+        lines = text.splitlines()
+        where = path.relative_to(ROOT)
+        if len(lines) > 500:
+            too_long.append(f"{where}: {len(lines)} lines")
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            assert node.end_lineno is not None
+            length = node.end_lineno - node.lineno + 1
+            opening = lines[node.lineno : node.lineno + 12]
+            if length > 60 and not any("# Longer than" in line for line in opening):
+                too_long.append(f"{where}:{node.lineno}: {node.name} is {length} lines")
+    assert too_long == []

@@ -1,9 +1,10 @@
 """Git plumbing, the only code that imports pygit2: ``repository`` (repositories, trees,
-their entries, objects fetched and copied) and ``blobs`` (blob contents read for a
-deployment, on another core)."""
+objects fetched and copied), ``disk`` (trees to and from directories), ``entries``
+(modes and entries) and ``blobs`` (blob contents read for a deployment, on another
+core)."""
 
 from .blobs import BlobReader
-from .repository import (
+from .entries import (
     EMPTY_TREE,
     MODE_EXECUTABLE,
     MODE_FILE,
@@ -12,8 +13,8 @@ from .repository import (
     MODE_TREE,
     RawDelta,
     RawEntry,
-    Repository,
 )
+from .repository import Repository
 
 __all__ = [
     "EMPTY_TREE",
