@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from . import config as config_module
 from . import readmodel
-from .content import documents, publish, releases, schedule
 from .context import Context, Hooks, TransportFactory
 from .deployments import entry, recovery
 from .deployments.options import DeployOptions, RunOptions
@@ -110,6 +109,8 @@ class Engine:
 
     def catalog(self, stack: str) -> Catalog:
         """The stack's documents at its branch head (read again when the head moves)."""
+        from .content import documents  # lazy: a deploy skips ~20 ms
+
         return documents.stack_catalog(self.context, stack)
 
     def publish_entry(
@@ -126,6 +127,8 @@ class Engine:
     ) -> PublishResult:
         """Publish (``version``, default latest), unpublish, or roll back to a version
         published before, one document in an environment's locales (default all)."""
+        from .content import publish  # lazy: a deploy skips ~20 ms
+
         target: int | Literal["latest"] | None = (
             None if unpublish else rollback_to or version or "latest"
         )
@@ -142,6 +145,8 @@ class Engine:
 
     def published(self, stack: str, environment: str, locale: str | None = None) -> dict[str, int]:
         """uid -> published version in one locale (default: the environment's first)."""
+        from .content import publish  # lazy: a deploy skips ~20 ms
+
         asked = [locale] if locale else []
         wanted = publish.locales_of(self.context, stack, environment, asked)[0]
         return {
@@ -163,6 +168,8 @@ class Engine:
         schedule_at: str | None = None,
     ) -> PublishResult | Release:
         """Deploy a release to an environment's locales (default all), or schedule it."""
+        from .content import releases  # lazy: a deploy skips ~20 ms
+
         return releases.deploy_release(
             self.context,
             stack,
@@ -175,17 +182,25 @@ class Engine:
 
     def rollback_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
         """The user's rollback release of a deployed release (created once)."""
+        from .content import releases  # lazy: a deploy skips ~20 ms
+
         return releases.rollback_release(self.context, stack, release, user)
 
     def create_release(self, stack: str, name: str, *, user: str | None = None) -> Release:
         """A new, empty release of ``stack``."""
+        from .content import releases  # lazy: a deploy skips ~20 ms
+
         return releases.create_release(self.context, stack, name, user)
 
     def list_releases(self, stack: str, *, user: str | None = None) -> list[Release]:
         """The releases ``user`` may see (rollback releases: their own), oldest first."""
+        from .content import releases  # lazy: a deploy skips ~20 ms
+
         return releases.list_releases(self.context, stack, user)
 
     def get_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
+        from .content import releases  # lazy: a deploy skips ~20 ms
+
         return releases.get_release(self.context, stack, release, user)
 
     def add_release_item(
@@ -202,6 +217,8 @@ class Engine:
     ) -> Release:
         """Add a document (default: its latest version, now), with its references if
         asked; refused once the release was deployed."""
+        from .content import releases  # lazy: a deploy skips ~20 ms
+
         return releases.add_item(
             self.context,
             stack,
@@ -216,6 +233,8 @@ class Engine:
 
     def delete_release(self, stack: str, release: str, *, user: str | None = None) -> Release:
         """Delete a release; what it published stays live."""
+        from .content import releases  # lazy: a deploy skips ~20 ms
+
         return releases.delete_release(self.context, stack, release, user)
 
     def transport(self, destination: Destination) -> Transport:
@@ -397,6 +416,8 @@ class Engine:
 
     def run_due_releases(self, *, now: str | None = None) -> list[tuple[Release, str]]:
         """Deploy every scheduled release that is due: (release, outcome) for each."""
+        from .content import schedule  # lazy: a deploy skips ~20 ms
+
         return schedule.run_due(self.context, now=now)
 
 
