@@ -1,10 +1,12 @@
-"""Value types shared across the layers: file contents read in pieces and a command's
-outcome. The bottom of the package: it imports nothing of ours, so the core (``git``,
-``shell``) and the transports can both use them without importing each other.
+"""Value types shared across the layers: file contents read in pieces, a command's
+outcome, git blob ids. The bottom of the package: it imports nothing of ours, so the
+core (``git``, ``shell``) and the transports can both use them without importing each
+other.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 # (exit status or None when it timed out, the last of its output, seconds it took)
@@ -39,3 +41,23 @@ class BytesSource:
 
     def close(self) -> None:
         self._data = b""
+
+
+class BlobHasher:
+    """A git blob id computed from a file's bytes as they come (``size`` known first)."""
+
+    def __init__(self, size: int) -> None:
+        self._sha = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+
+    def update(self, data: bytes) -> None:
+        self._sha.update(data)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a blob of ``data`` (``git hash-object``)."""
+    hasher = BlobHasher(len(data))
+    hasher.update(data)
+    return hasher.hexdigest()

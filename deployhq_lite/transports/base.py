@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,7 +23,7 @@ from ..errors import (
     TransportStateError,
 )
 from ..names import temp_path
-from ..values import BytesSource, CommandOutcome, Source
+from ..values import BytesSource, CommandOutcome, Source, git_blob_id
 
 RemoteKind = Literal["file", "dir", "symlink", "other"]
 
@@ -57,6 +57,23 @@ class Upload:
 # Called once per item of a batch with the path and the error (None on success).
 DoneCallback = Callable[[str, TransportError | None], None]
 
+# Whether a listed path (a directory: with all below it) is left out of a listing.
+Prune = Callable[[str], bool]
+
+DigestMethod = Literal["git-hash-object", "sha1sum", "sftp-read"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigests:
+    """Digests of regular files' contents on a server, by ``method``: git blob ids
+    (``git-hash-object``, computed by git or the same way in-process; ``sftp-read``, the
+    bytes read back over SFTP and hashed here) or the SHA-1 of the bytes (``sha1sum``).
+    None for a file that could not be read as a regular file (gone, or replaced by a
+    symlink or a directory since it was listed): never followed, never guessed."""
+
+    method: DigestMethod
+    digests: dict[str, str | None]
+
 
 class Transport(Protocol):
     server: str
@@ -82,6 +99,8 @@ class Transport(Protocol):
     def delete_temps(self, paths: Iterable[str]) -> None: ...
     def sync(self) -> None: ...
     def probe(self) -> dict[str, object]: ...
+    def list_tree(self, prune: Prune | None = None) -> Iterator[tuple[str, RemoteEntry]]: ...
+    def file_digests(self, paths: Sequence[str]) -> FileDigests: ...
     def run_command(
         self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
     ) -> CommandOutcome: ...
@@ -185,6 +204,23 @@ class BaseTransport(abc.ABC):
         if failures:
             raise failures[0]
 
+    # -- what the server holds (verify) -----------------------------------------------------
+
+    @abc.abstractmethod
+    def list_tree(self, prune: Prune | None = None) -> Iterator[tuple[str, RemoteEntry]]:
+        """Every file, symlink, directory (and other thing) below the root with what it
+        is, parents before children; a symlink is listed, never followed; a directory
+        ``prune`` says yes to is neither listed nor entered (a file: not listed)."""
+
+    def file_digests(self, paths: Sequence[str]) -> FileDigests:
+        """The git blob ids of regular files, read one by one (backends do better)."""
+        digests: dict[str, str | None] = {}
+        for path in paths:
+            entry = self.stat(path)
+            data = self.read_file(path) if entry is not None and entry.kind == "file" else None
+            digests[path] = None if data is None else git_blob_id(data)
+        return FileDigests("git-hash-object", digests)
+
     def run_command(
         self, command: str, *, timeout: float, variables: Mapping[str, str] | None = None
     ) -> CommandOutcome:
@@ -220,6 +256,12 @@ class BaseTransport(abc.ABC):
             server=self.server,
             path=path or None,
         )
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> RemoteEntry | None: ...
+
+    @abc.abstractmethod
+    def read_file(self, path: str) -> bytes | None: ...
 
     @abc.abstractmethod
     def put_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None: ...

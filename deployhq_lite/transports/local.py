@@ -16,7 +16,7 @@ import functools
 import os
 import stat as st
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,9 +24,12 @@ from ..errors import PathOutsideRootError, RemotePathError, TransportError
 from ..names import temp_name
 from ..shell import run_shell
 from ..values import CommandOutcome, Source
+from . import localtree
 from .base import (
     BaseTransport,
     DoneCallback,
+    FileDigests,
+    Prune,
     RemoteEntry,
     RemoteKind,
     Upload,
@@ -236,6 +239,19 @@ class LocalTransport(BaseTransport):
         self._require_open()
         with self._map_errors(""):
             _syncfs(self._root_fd)
+
+    # -- what the server holds (verify) ---------------------------------------------------
+
+    def list_tree(self, prune: Prune | None = None) -> Iterator[tuple[str, RemoteEntry]]:
+        self._require_open()
+        with self._map_errors(""):
+            yield from localtree.walk(self._root_fd, prune)
+
+    def file_digests(self, paths: Sequence[str]) -> FileDigests:
+        """Git blob ids, hashed here on a few threads (files opened ``O_NOFOLLOW``)."""
+        self._require_open()
+        with self._map_errors(""):
+            return FileDigests("git-hash-object", localtree.digests(self._root_fd, paths))
 
     # -- directory walking ---------------------------------------------------------------------
 

@@ -10,11 +10,11 @@ paths whose put raises ``RemotePathError``, to inject failures.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import PathOutsideRootError, RemotePathError, TransportError
-from .base import BaseTransport, RemoteEntry, check_relative
+from .base import BaseTransport, Prune, RemoteEntry, check_relative
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +110,19 @@ class MemoryTransport(BaseTransport):
             self.dirs.discard(path)
             removed.append(path)
         return removed
+
+    def list_tree(self, prune: Prune | None = None) -> Iterator[tuple[str, RemoteEntry]]:
+        self._require_open()
+        pruned: list[str] = []
+        for path in sorted({*self.nodes, *self.dirs}, key=lambda p: p.split("/")):
+            if any(path.startswith(p + "/") for p in pruned):
+                continue
+            if prune is not None and prune(path):
+                pruned.append(path)
+                continue
+            entry = self.stat(path)
+            if entry is not None:
+                yield path, entry
 
     def sync(self) -> None:
         self._require_open()

@@ -642,6 +642,58 @@ def test_sync_keeps_what_was_written(server: Server, t: Transport) -> None:
     assert server.listing() == {"a": ("file", b"a", 0o644)}
 
 
+# -- what the server holds (verify) ----------------------------------------------------------
+
+
+def test_list_tree_lists_everything_parents_first_never_following_symlinks(
+    t: Transport, server: Server, tmp_path: Path
+) -> None:
+    (tmp_path / "outside").mkdir(exist_ok=True)
+    t.put_file("a.txt", b"aa")
+    t.put_file("bin/run", b"#!/bin/sh\n", mode=0o755)
+    t.put_file("d/e/f.txt", b"f")
+    t.put_symlink("link", "a.txt")
+    t.put_symlink("out", "../outside")
+    listed = list(t.list_tree())
+    paths = [p for p, _ in listed]
+    assert set(paths) == {"a.txt", "bin", "bin/run", "d", "d/e", "d/e/f.txt", "link", "out"}
+    assert all(paths.index(p.rpartition("/")[0]) < i for i, p in enumerate(paths) if "/" in p)
+    kinds = {p: (e.kind, e.size if e.kind == "file" else None, e.target) for p, e in listed}
+    assert kinds["a.txt"] == ("file", 2, None)
+    assert kinds["d"][0] == "dir"
+    assert kinds["link"] == ("symlink", None, "a.txt")
+    assert kinds["out"] == ("symlink", None, "../outside")  # listed, not entered
+    assert dict(listed)["bin/run"].mode & 0o100
+
+
+def test_list_tree_prunes_what_it_is_told_to(t: Transport) -> None:
+    t.put_file("keep/a", b"a")
+    t.put_file("skip/b", b"b")
+    t.put_file("c.log", b"c")
+    listed = [p for p, _ in t.list_tree(lambda p: p == "skip" or p.endswith(".log"))]
+    assert listed == ["keep", "keep/a"]
+
+
+def test_file_digests_are_git_blob_ids_or_none(t: Transport) -> None:
+    from deployhq_lite.values import git_blob_id
+
+    t.put_file("a.txt", b"hello\n")
+    t.put_file("sub/b.bin", bytes(range(256)) * 300)
+    t.put_file("empty", b"")
+    t.put_symlink("link", "a.txt")
+    t.make_dirs("dir")
+    found = t.file_digests(["a.txt", "sub/b.bin", "empty", "link", "dir", "missing"])
+    assert found.method in ("git-hash-object", "sha1sum", "sftp-read")
+    if found.method != "sha1sum":
+        assert found.digests["a.txt"] == "ce013625030ba8dba906f756967f9e9ca394464a"
+        assert found.digests["sub/b.bin"] == git_blob_id(bytes(range(256)) * 300)
+        assert found.digests["empty"] == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    # a symlink is never followed, a directory never read, a missing file never guessed
+    assert found.digests["link"] is None
+    assert found.digests["dir"] is None
+    assert found.digests["missing"] is None
+
+
 # -- memory only: failure injection ---------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import functools
 import itertools
 import os
 import stat as st
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +32,13 @@ from ...values import CommandOutcome
 from ..base import (
     BaseTransport,
     DoneCallback,
+    Prune,
     RemoteEntry,
     RemoteKind,
     Upload,
     check_relative,
 )
+from . import tree
 from .batches import DeleteBatch, PutBatch, run_reporting
 from .connection import Connector, fingerprint, run_remote, session_started
 from .pipeline import (
@@ -144,6 +146,11 @@ class SFTPTransport(BaseTransport):
             elif st.S_ISREG(mode):
                 kind = "file"
             return RemoteEntry(kind, attrs.st_size or 0, st.S_IMODE(mode), target)
+
+    def list_tree(self, prune: Prune | None = None) -> Iterator[tuple[str, RemoteEntry]]:
+        self._require_open()
+        with self._map_errors(""):
+            yield from tree.walk(self._client(), self._root, prune)
 
     def read_file(self, path: str) -> bytes | None:
         self._require_open()
