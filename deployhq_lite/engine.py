@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from . import config as config_module
 from . import readmodel
 from .context import Context, Hooks, TransportFactory
-from .deployments import entry, recovery
+from .deployments import entry, recovery, verify
 from .deployments.options import DeployOptions, RunOptions
-from .locking import check_unlocked, owner_label
+from .errors import DeployHQLiteError, UnknownNameError
+from .locking import check_unlocked, looks_stale, owner_label
 from .log import get_logger
 from .records import (
     Deployment,
@@ -25,6 +26,7 @@ from .records import (
     ItemAction,
     Preview,
     Release,
+    Verification,
     server_key,
 )
 
@@ -403,7 +405,47 @@ class Engine:
     def get_preview(self, project: str, identifier: str) -> Preview:
         return readmodel.preview(self.history, self.get_deployment(project, identifier))
 
+    # -- server truth ------------------------------------------------------------------------
+
+    def verify(self, project: str, server: str, *, fast: bool = False) -> list[Verification]:
+        """Compare a server (a group: each member) with the snapshot of its latest
+        completed deployment; each result is recorded. One server's failure raises; a
+        group member's is its verification's ``error`` (the others still run)."""
+        self.settings.check_destination(project, server)
+        group = self.settings.find_group(project, server)
+        if group is None:
+            return [self._verify_now(project, server, fast, raises=True)]
+        return [self._verify_now(project, m, fast, raises=False) for m in group.servers]
+
+    def _verify_now(self, project: str, server: str, fast: bool, *, raises: bool) -> Verification:
+        queued = verify.new_verification(self.context, project, server, fast=fast)
+        try:
+            return verify.run_verification(self.context, queued)
+        except DeployHQLiteError:
+            if raises:
+                raise
+            return self.history.find_verification(queued.identifier) or queued
+
+    def queue_verification(self, project: str, server: str, *, fast: bool = False) -> Verification:
+        """Record a verification of one server for a queue worker; returns at once."""
+        self.settings.get_project(project)
+        return verify.new_verification(self.context, project, server, fast=fast)
+
+    def get_verification(self, project: str, identifier: str) -> Verification:
+        found = self.history.find_verification(identifier)
+        if found is None or found.project != project:
+            raise UnknownNameError("verification", identifier, None, scope=f"project {project}")
+        return found
+
     # -- the queue worker's door ---------------------------------------------------------------
+
+    def run_claimed_verification(self, verification: Verification) -> Verification:
+        """Run a verification a worker claimed; a failure is recorded on it, not raised."""
+        try:
+            return verify.run_verification(self.context, verification)
+        except DeployHQLiteError as exc:
+            log.warning("verify.failed", verification=verification.identifier, error=str(exc))
+            return self.history.find_verification(verification.identifier) or verification
 
     def run_claimed(self, deployment: Deployment) -> Deployment:
         """Run (or preview) a deployment a worker claimed; a failure is recorded on it."""
@@ -411,7 +453,10 @@ class Engine:
 
     def recover_abandoned(self) -> list[Deployment]:
         """Fail what stopped processes on this host left unfinished (a deployment whose
-        marker is on its server completed, and is recorded so); returns them as they are."""
+        marker is on its server completed, and is recorded so) and fail the
+        verifications they were running; returns the deployments as they are now."""
+        for failed in self.history.recover_verifications(looks_stale):
+            log.warning("verify.interrupted", verification=failed.identifier)
         return recovery.recover(self.context)
 
     def run_due_releases(self, *, now: str | None = None) -> list[tuple[Release, str]]:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 EventCallback = Callable[[str, Deployment], None]  # ("deployment.finished", deployment)
 ReleaseCallback = Callable[[Release, str], None]  # (release, outcome)
 
+_MAX_VERIFICATIONS = 100  # run in one round
 RELEASES_KEY = "scheduled-releases"  # the lock row one worker holds while it runs them
 
 log = get_logger(__name__)
@@ -80,6 +81,7 @@ def run_worker(
                 break
             ran += 1
             _notify(on_event, "deployment.finished", run_claimed(engine, claimed))
+        run_verifications(engine, owner, projects, stop)
         if not stop.is_set():  # a gc of a big store takes a while: not when asked to stop
             collect_store_if_due(engine)
         if once or (max_jobs is not None and ran >= max_jobs):
@@ -118,6 +120,23 @@ def recover(engine: Engine) -> list[Deployment]:
     """Fail what stopped processes on this host left unfinished (a deployment whose
     marker is on its server completed, and is recorded so); returns them as they are."""
     return engine.recover_abandoned()
+
+
+def run_verifications(
+    engine: Engine, owner: str, projects: frozenset[str], stop: threading.Event
+) -> int:
+    """Run the queued verifications (after the deployments: a verify queued behind a
+    deploy checks what it put there); how many ran."""
+    ran = 0
+    for _ in range(_MAX_VERIFICATIONS):  # bounded: the next round takes the rest
+        if stop.is_set():
+            break
+        claimed = engine.history.claim_verification(owner, projects=projects)
+        if claimed is None:
+            break
+        engine.run_claimed_verification(claimed)
+        ran += 1
+    return ran
 
 
 def run_releases(engine: Engine, on_release: ReleaseCallback | None = None) -> None:

@@ -14,7 +14,7 @@ from .errors import UnknownNameError
 from .records import Deployment, FileOutcome, Preview
 
 if TYPE_CHECKING:
-    from .store import DeploymentHistory
+    from .store import DeploymentHistory, HistoryStore
 
 
 def find_deployment(history: DeploymentHistory, project: str, identifier: str) -> Deployment:
@@ -42,9 +42,10 @@ def members(history: DeploymentHistory, deployment: Deployment) -> list[Deployme
     return history.members(deployment.identifier) if deployment.is_group else []
 
 
-def describe(history: DeploymentHistory, deployment: Deployment) -> dict[str, Any]:
+def describe(history: HistoryStore, deployment: Deployment) -> dict[str, Any]:
     """A deployment as JSON (DeployHQ's shape) with its per-file ``changes`` and the
-    ``commands`` it ran; a group deployment's ``servers`` carry each server's too."""
+    ``commands`` it ran and the last ``verify`` against it (``last_verified``); a group
+    deployment's ``servers`` carry each server's too."""
     servers = members(history, deployment)
     data = deployment.to_json(servers)
     pairs = [(data, deployment)]
@@ -62,6 +63,9 @@ def describe(history: DeploymentHistory, deployment: Deployment) -> dict[str, An
         commands = history.command_results(d.identifier)
         if commands:
             where["commands"] = [c.to_json() for c in commands]
+        verified = history.latest_verification(d.project, d.server, deployment=d.identifier)
+        if verified is not None:
+            where["last_verified"] = verified.summary()
     return data
 
 

@@ -315,3 +315,88 @@ class CommandResult:
             "duration": round(self.duration, 3),
             "output": self.output,
         }
+
+
+class DifferenceKind(StrEnum):
+    """How a server differs from the snapshot of its latest deployment at one path."""
+
+    MISSING = "missing"  # in the snapshot, not on the server
+    MODIFIED = "modified"  # the content differs
+    MODE = "mode"  # the exec bit differs
+    TYPE = "type"  # file, symlink and directory swapped, or a symlink's target changed
+    EXTRA = "extra"  # on the server, not in the snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    path: str
+    kind: DifferenceKind
+    expected: str | None  # what the snapshot has there (None: nothing)
+    found: str | None  # what the server has there (None: nothing)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind.value,
+            "expected": self.expected,
+            "found": self.found,
+        }
+
+
+class VerificationStatus(StrEnum):
+    PENDING = "pending"  # queued for a worker
+    RUNNING = "running"
+    COMPLETED = "completed"  # compared: ``in_sync`` says the result
+    FAILED = "failed"  # could not compare (``error`` says why)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """One comparison of a server with the snapshot of its latest completed deployment."""
+
+    identifier: str
+    project: str
+    server: str
+    status: VerificationStatus = VerificationStatus.PENDING
+    fast: bool = False
+    deployment: str | None = None  # the deployment whose snapshot it was compared with
+    revision: str | None = None
+    in_sync: bool | None = None
+    differences: tuple[Difference, ...] = ()
+    checked: int = 0  # paths compared
+    method: str | None = None  # git-hash-object | sha1sum | sftp-read | fast
+    queued_at: str = field(default_factory=utcnow)
+    completed_at: str | None = None
+    error: str | None = None
+    claimed_by: str | None = None
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identifier": self.identifier,
+            "project": self.project,
+            "server": self.server,
+            "status": self.status.value,
+            "deployment": self.deployment,
+            "revision": self.revision,
+            "in_sync": self.in_sync,
+            "differences": [d.to_json() for d in self.differences],
+            "checked": self.checked,
+            "method": self.method,
+            "queued_at": _api_time(self.queued_at),
+            "completed_at": _api_time(self.completed_at),
+            "error": self.error,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What ``deployments show`` tells of the server's last verification."""
+        counts: dict[str, int] = {}
+        for difference in self.differences:
+            counts[difference.kind.value] = counts.get(difference.kind.value, 0) + 1
+        return {
+            "identifier": self.identifier,
+            "verified_at": _api_time(self.completed_at),
+            "in_sync": self.in_sync,
+            "differences": counts,
+            "method": self.method,
+        }

@@ -669,3 +669,31 @@ def test_release_routes_follow_the_cli_rules(
         )
         assert refused.status_code == 422
         assert refused.json()["error_code"]
+
+
+def test_a_verification_is_queued_run_by_the_worker_and_read_back(
+    site: Site, start_api: Callable[..., Api]
+) -> None:
+    site.repo.commit({"index.html": "home\n", "about.html": "about\n"})
+    assert run_cli("deploy", "website", "-s", "production", "--config", site.config).returncode == 0
+    (site.root / "about.html").unlink()
+    api = start_api()
+    with api.client() as client:
+        queued = client.post("/projects/website/servers/production/verify")
+        assert queued.status_code == 201, queued.text
+        assert queued.json()["status"] in ("pending", "running", "completed")
+        path = f"/projects/website/servers/production/verify/{queued.json()['identifier']}"
+        done = wait_for(client, path, {"completed", "failed"})
+        assert done["status"] == "completed" and done["in_sync"] is False
+        assert done["differences"] == [
+            {"path": "about.html", "kind": "missing", "expected": "file", "found": None}
+        ]
+        assert done["method"] == "git-hash-object" and done["checked"] == 2
+        assert client.get("/projects/website/servers/production/verify/nope").status_code == 404
+        fast = client.post("/projects/website/servers/production/verify", json={"fast": True})
+        assert (
+            wait_for(
+                client, path.rsplit("/", 1)[0] + "/" + fast.json()["identifier"], {"completed"}
+            )["method"]
+            == "fast"
+        )

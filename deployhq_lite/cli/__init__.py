@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import content, deployments, gc, projects, servers, web
+from . import content, deployments, gc, projects, servers, verify, web
 from .common import cli
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["cli", "content", "deployments", "gc", "main", "projects", "servers", "web"]
+__all__ = ["cli", "content", "deployments", "gc", "main", "projects", "servers", "verify", "web"]
 
 
 class _PipeWriter(io.RawIOBase):

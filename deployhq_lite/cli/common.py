@@ -253,11 +253,21 @@ def _show(engine: Engine, d: Deployment) -> None:
     changes = engine.file_changes(d.identifier, limit=SHOWN)
     echo_deployment(d, changes, engine.change_counts(d.identifier))
     _echo_commands(engine, d)
+    _echo_verified(engine, d)
     for m in members:
         click.echo(f"  server   {m.server}: {m.status.value} ({m.identifier})")
         if m.error:
             click.echo(f"    error  {m.error}")
         _echo_commands(engine, m)
+        _echo_verified(engine, m)
+
+
+def _echo_verified(engine: Engine, d: Deployment) -> None:
+    found = engine.history.latest_verification(d.project, d.server, deployment=d.identifier)
+    if found is None:
+        return
+    result = "in sync" if found.in_sync else f"{len(found.differences)} differences"
+    click.echo(f"  verified {found.completed_at}: {result} ({found.method})")
 
 
 def _echo_commands(engine: Engine, d: Deployment) -> None:

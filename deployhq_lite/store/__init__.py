@@ -18,6 +18,7 @@ from .interfaces import (
     PublishCaptures,
     ReleaseHistory,
     SnapshotStorage,
+    VerificationHistory,
 )
 from .snapshots import SnapshotStore
 from .sqlite import History, ReleaseStore
@@ -33,4 +34,5 @@ __all__ = [
     "ReleaseStore",
     "SnapshotStorage",
     "SnapshotStore",
+    "VerificationHistory",
 ]

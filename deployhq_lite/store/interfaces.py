@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         PublishEvent,
         Release,
         ReleaseItem,
+        Verification,
     )
 
 
@@ -214,7 +215,36 @@ class ReleaseHistory(Protocol):
         ...
 
 
-class HistoryStore(DeploymentHistory, DeploymentQueue, PublishCaptures, Protocol):
+class VerificationHistory(Protocol):
+    """What ``verify`` found on servers, and the verifications queued for a worker."""
+
+    def add_verification(self, verification: Verification) -> Verification: ...
+
+    def update_verification(self, verification: Verification, **changes: Any) -> Verification:
+        """The verification with ``changes`` applied, stored."""
+
+    def find_verification(self, identifier: str) -> Verification | None: ...
+
+    def latest_verification(
+        self, project: str, server: str, *, deployment: str | None = None
+    ) -> Verification | None:
+        """The last completed verification of a server (of one deployment's snapshot)."""
+
+    def list_verifications(
+        self, project: str, server: str, *, limit: int = 20
+    ) -> list[Verification]:
+        """A server's verifications, newest first (queued and failed ones too)."""
+
+    def claim_verification(self, owner: str, *, projects: frozenset[str]) -> Verification | None:
+        """The oldest queued verification of one of ``projects``, now running for ``owner``."""
+
+    def recover_verifications(self, is_gone: Callable[[str], bool]) -> list[Verification]:
+        """Fail the running verifications whose process is gone."""
+
+
+class HistoryStore(
+    DeploymentHistory, DeploymentQueue, PublishCaptures, VerificationHistory, Protocol
+):
     """The history database: deployments, the queue and locks, publish events, and the
     release history beside them (sharing its connection)."""
 

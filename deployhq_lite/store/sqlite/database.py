@@ -15,7 +15,7 @@ from typing import Any
 
 from ...errors import StoreError
 
-SCHEMA_VERSION = 4  # 2: stacks (publish events, releases); 3: server groups; 4: queue
+SCHEMA_VERSION = 5  # 2: stacks; 3: server groups; 4: queue; 5: verifications
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -122,6 +122,26 @@ CREATE TABLE IF NOT EXISTS command_results (
     timed_out INTEGER NOT NULL,
     PRIMARY KEY (deployment, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS verifications (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    identifier TEXT NOT NULL UNIQUE,
+    project TEXT NOT NULL,
+    server TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fast INTEGER NOT NULL,
+    deployment TEXT,
+    revision TEXT,
+    in_sync INTEGER,
+    differences TEXT NOT NULL,
+    checked INTEGER NOT NULL,
+    method TEXT,
+    queued_at TEXT NOT NULL,
+    completed_at TEXT,
+    error TEXT,
+    claimed_by TEXT
+);
+CREATE INDEX IF NOT EXISTS verifications_by_server ON verifications (project, server, seq);
+CREATE INDEX IF NOT EXISTS verifications_by_deployment ON verifications (deployment, seq);
 CREATE TABLE IF NOT EXISTS locks (
     server_key TEXT PRIMARY KEY,
     deployment TEXT NOT NULL,

@@ -9,12 +9,15 @@ from .database import Database
 from .deployments import SqliteDeploymentHistory
 from .queue import SqliteDeploymentQueue
 from .releases import ReleaseStore
+from .verifications import SqliteVerifications
 
 
-class History(SqliteDeploymentHistory, SqliteDeploymentQueue, SqlitePublishCaptures):
+class History(
+    SqliteDeploymentHistory, SqliteDeploymentQueue, SqlitePublishCaptures, SqliteVerifications
+):
     """:class:`~deployhq_lite.store.interfaces.HistoryStore` in one SQLite file:
-    deployments, the queue and locks, publish events; ``releases`` on the same
-    connection."""
+    deployments, the queue and locks, publish events, verifications; ``releases`` on the
+    same connection."""
 
     def __init__(self, path: Path) -> None:
         database = Database(path)

@@ -15,29 +15,36 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import asgi, views
-from . import config as config_module
-from .config import Settings
-from .engine import Engine
-from .errors import (
+from .. import asgi, views
+from .. import config as config_module
+from ..config import Settings
+from ..engine import Engine
+from ..errors import (
     ConfigError,
     DeployHQLiteError,
     ServeError,
     StoreError,
     UnknownNameError,
 )
-from .log import get_logger
-from .records import DeploymentMode, DeploymentStatus
-from .webengines import ThreadEngines
+from ..log import get_logger
+from ..records import DeploymentStatus
+from ..webengines import ThreadEngines
+from .bodies import (
+    DeploymentRequest,
+    NewItem,
+    NewRelease,
+    ReleaseDeploy,
+    RollbackRequest,
+    VerifyRequest,
+)
 
 log = get_logger(__name__)
 
@@ -46,96 +53,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
-
-
-# -- request bodies -------------------------------------------------------------------------
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-_TRUE = frozenset({"true", "1", "t", "yes", "on"})
-_FALSE = frozenset({"false", "0", "f", "no", "off"})
-
-
-def _rails_boolean(value: Any) -> Any:
-    """Rails' (ActiveModel's) boolean strings as well as JSON's true and false, 1 and 0;
-    anything else is refused, not taken as true."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError("must be true or false (or 1/0, t/f, yes/no, on/off)")
-
-
-RailsBool = Annotated[bool, BeforeValidator(_rails_boolean)]
-
-
-class _DeployHQBody(BaseModel):
-    """A body of a DeployHQ route, read as DeployHQ's Rails app reads one: flat or
-    wrapped in ``{"deployment": {...}}``, with parameters it does not know ignored (and
-    named in the response's ``warnings``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unwrap(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("deployment"), dict):
-            return {**{k: v for k, v in data.items() if k != "deployment"}, **data["deployment"]}
-        return data
-
-    @property
-    def warnings(self) -> list[str]:
-        return [f"unknown parameter {key!r} ignored" for key in sorted(self.model_extra or {})]
-
-    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
-        """``data`` with the ``warnings``, if any."""
-        return {**data, "warnings": self.warnings} if self.model_extra else data
-
-
-class RollbackRequest(_DeployHQBody):
-    mode: DeploymentMode = DeploymentMode.QUEUE
-    copy_config_files: RailsBool = True
-    run_build_commands: RailsBool = True
-
-
-class DeploymentRequest(_DeployHQBody):
-    """A new deployment. ``parent_identifier`` (DeployHQ's name) or ``server``: a server
-    or server group, by its key or its identifier. ``end_revision`` (or ``branch``)
-    defaults to the branch head. ``start_revision`` is accepted for DeployHQ's clients
-    and not used: the start is always what each server holds, so nothing is skipped."""
-
-    parent_identifier: str | None = Field(default=None, min_length=1, max_length=200)
-    server: str | None = Field(default=None, min_length=1, max_length=200)
-    start_revision: str | None = Field(default=None, max_length=200)
-    end_revision: str | None = Field(default=None, min_length=1, max_length=200)
-    branch: str | None = Field(default=None, max_length=200)
-    mode: DeploymentMode = DeploymentMode.QUEUE
-    copy_config_files: RailsBool = True
-    run_build_commands: RailsBool = True
-    config_files_only: RailsBool = False
-
-
-class NewRelease(_Body):
-    name: str = Field(min_length=1, max_length=200)
-
-
-class NewItem(_Body):
-    uid: str = Field(min_length=1, max_length=200)
-    version: int | None = Field(default=None, ge=1)
-    locales: list[str] = Field(default_factory=list, max_length=100)
-    action: Literal["publish", "unpublish"] = "publish"
-    with_references: bool = False
-
-
-class ReleaseDeploy(_Body):
-    environment: str = Field(min_length=1, max_length=200)
-    locales: list[str] = Field(default_factory=list, max_length=100)
-    schedule_at: str | None = Field(default=None, max_length=100)
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -171,6 +88,7 @@ def create_app(settings: Settings, *, worker: bool = True, worker_interval: floa
     _index_route(app, user)
     _project_routes(app, settings, engine, user)
     _deployment_routes(app, settings, engine, user, wake)
+    _verify_routes(app, settings, engine, user, wake)
     _release_routes(app, engine, user)
     return asgi.Front(app, settings)  # authentication, body limits, JSON check, request log
 
@@ -196,7 +114,7 @@ def _index_route(app: FastAPI, user: Any) -> None:
 def _worker(
     settings: Settings, stop: threading.Event, wake: threading.Event, interval: float
 ) -> None:
-    from .queue import run_worker  # only when serve runs a worker in its process
+    from ..queue import run_worker  # only when serve runs a worker in its process
 
     with Engine(settings) as engine:
         run_worker(engine, once=False, interval=interval, stop=stop, wake=wake)
@@ -356,6 +274,37 @@ def _deployment_routes(
         """One deployment with its per-file outcomes (each server's, for a group)."""
         found = engine().get_deployment(project_key(settings, project), deployment)
         return engine().describe(found)
+
+
+def _verify_routes(
+    app: FastAPI,
+    settings: Settings,
+    engine: Callable[[], Engine],
+    user: Any,
+    wake: threading.Event,
+) -> None:
+    @app.post("/projects/{project}/servers/{server}/verify", status_code=201)
+    def queue_verify(
+        project: str, server: str, body: VerifyRequest | None = None, _: str = user
+    ) -> dict[str, Any]:
+        """Queue a verification of a server against its latest deployment (a worker runs
+        it); the answer's ``identifier`` is for ``GET .../verify/<identifier>``."""
+        key = project_key(settings, project)
+        queued = engine().queue_verification(
+            key, server_or_group_key(settings, key, server), fast=(body or VerifyRequest()).fast
+        )
+        wake.set()
+        return queued.to_json()
+
+    @app.get("/projects/{project}/servers/{server}/verify/{verification}")
+    def show_verify(project: str, server: str, verification: str, _: str = user) -> dict[str, Any]:
+        """A verification: ``pending``, ``running``, or its result (``in_sync``,
+        ``differences``...)."""
+        key = project_key(settings, project)
+        found = engine().get_verification(key, verification)
+        if found.server != server_or_group_key(settings, key, server):
+            raise UnknownNameError("verification", verification, None, scope=f"server {server}")
+        return found.to_json()
 
 
 def _release_routes(app: FastAPI, engine: Callable[[], Engine], user: Any) -> None:
