@@ -15,7 +15,7 @@ from . import config as config_module
 from . import readmodel
 from .context import Context, Hooks, TransportFactory
 from .deployments import entry, recovery, verify
-from .deployments.options import DeployOptions, RunOptions
+from .deployments.options import DeployOptions, RunOptions, deploy_options
 from .errors import DeployHQLiteError, UnknownNameError
 from .locking import check_unlocked, looks_stale, owner_label
 from .log import get_logger
@@ -298,15 +298,22 @@ class Engine:
         copy_config_files: bool = True,
         run_build_commands: bool = True,
         on_output: OutputCallback | None = None,
+        repair: bool = False,
+        delete_extra: bool = False,
+        full: bool = False,
     ) -> Deployment:
         """Deploy ``revision`` (default: the branch head) to a server or server group and
         wait for it to finish; ``config_files_only`` writes only the config files,
         ``copy_config_files=False`` leaves the server's as they are,
         ``run_build_commands=False`` deploys the repository's files unbuilt;
-        ``on_output`` gets each line the build commands print."""
+        ``on_output`` gets each line the build commands print. ``repair`` writes back
+        what the server holds differently from its latest deployment (``delete_extra``:
+        and deletes what that lacks); ``full`` writes every file whatever it holds."""
         if not break_lock:  # a refusal records nothing
             self._check_unlocked(project, server)
-        options = DeployOptions(config_files_only, copy_config_files, run_build_commands)
+        options = deploy_options(
+            config_files_only, copy_config_files, run_build_commands, repair, delete_extra, full
+        )
         created = entry.create(
             self.context, project, server, options, revision=revision, claimed_by=_here()
         )
@@ -320,13 +327,17 @@ class Engine:
         *,
         revision: str | None = None,
         on_output: OutputCallback | None = None,
+        repair: bool = False,
+        delete_extra: bool = False,
+        full: bool = False,
     ) -> Preview:
-        """The file changes deploying ``revision`` would make; nothing is written."""
+        """The file changes deploying ``revision`` would make; nothing is written (a
+        repair's are found on the server, read only)."""
         created = entry.create(
             self.context,
             project,
             server,
-            DeployOptions(),
+            deploy_options(False, True, True, repair, delete_extra, full),
             revision=revision,
             mode=DeploymentMode.PREVIEW,
             claimed_by=_here(),
@@ -371,9 +382,14 @@ class Engine:
         config_files_only: bool = False,
         copy_config_files: bool = True,
         run_build_commands: bool = True,
+        repair: bool = False,
+        delete_extra: bool = False,
+        full: bool = False,
     ) -> Deployment:
         """Record a deployment (or a preview) for a queue worker to run; returns at once."""
-        options = DeployOptions(config_files_only, copy_config_files, run_build_commands)
+        options = deploy_options(
+            config_files_only, copy_config_files, run_build_commands, repair, delete_extra, full
+        )
         return entry.create(
             self.context, project, server, options, revision=revision, mode=DeploymentMode(mode)
         )

@@ -89,9 +89,16 @@ def check_marker(
             f"to write every file of revision {end} (its revision is unknown here: the "
             "server is treated as empty and nothing on it is deleted)"
         )
-    raise MarkerMismatchError(
-        f"{problem}; check what is deployed there, then re-run with --override-marker {does}"
-    )
+    advice = f"{problem}; check what is deployed there, then re-run with --override-marker {does}"
+    if marker is None:
+        project, _, name = server.partition("/")
+        advice += (
+            f". Or see what the server holds: `deployhq-lite verify {project} --server {name}` "
+            "lists what differs from that deployment; `deploy --repair` writes back only "
+            "what differs (and the marker); `deploy --full` writes every file of the "
+            "revision whatever the server holds"
+        )
+    raise MarkerMismatchError(advice)
 
 
 def write_marker(transport: MarkerTarget, deployment: Deployment) -> None:

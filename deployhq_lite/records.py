@@ -98,6 +98,10 @@ class Deployment:
     run_build_commands: bool = True
     config_files_only: bool = False
     rollback_of: str | None = None
+    repair: bool = False  # writes back what verify found different (``deploy --repair``)
+    full: bool = False  # writes every file whatever the server holds (``deploy --full``)
+    delete_extra: bool = False  # a repair that also deletes what the snapshot lacks
+    adopted: bool = False  # recorded by ``servers adopt``: what another tool deployed
     queued_at: str = field(default_factory=utcnow)
     started_at: str | None = None
     completed_at: str | None = None
@@ -147,6 +151,7 @@ class Deployment:
                 if self.is_group
                 else {}
             ),
+            **{flag: True for flag in ("repair", "full", "adopted") if getattr(self, flag)},
         }
 
     def server_json(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -478,3 +479,36 @@ def test_root_under_a_regular_file_fails_in_one_line(
         assert str(site.root) in lines[0]
     assert plain.read_text() == "not a directory"
     assert latest_deployment(site)[1] is DeploymentStatus.FAILED
+
+
+def test_a_repair_cut_mid_upload_converges_on_a_rerun(
+    site: Site, sshd: SSHServer, tmp_path: Path
+) -> None:
+    known_hosts = proxied_config(site, sshd, tmp_path)
+    files = many_files(300)
+    revision = site.repo.commit({**files, "index.html": "one"})
+    assert deploy(site, revision).returncode == 0
+    deployed = marker_deployment(site)
+    shutil.rmtree(site.root / "data")  # drift: every data file gone from the server
+    cut_after = sum(len(c) for c in files.values() if isinstance(c, bytes)) // 3
+
+    with CuttingProxy((sshd.host, sshd.port), cut_after) as proxy:
+        done = cli(
+            site,
+            "deploy",
+            "website",
+            "-s",
+            "production",
+            "--repair",
+            env=trust(known_hosts, sshd, proxy),
+        )
+    assert_cut_failure(done, proxy)
+    assert 0 < data_files(site.root) < len(files)
+    assert marker_deployment(site) == deployed  # the marker was not moved
+
+    again = cli(site, "deploy", "website", "-s", "production", "--repair")
+    assert again.returncode == 0, again.stderr
+    assert read_tree(site.root) == revision_tree(site.repo.path, revision)
+    assert temp_files(site.root) == []
+    verified = cli(site, "verify", "website", "-s", "production", "--json")
+    assert verified.returncode == 0, verified.stdout

@@ -211,6 +211,8 @@ def echo_deployment(
     counts: dict[str, int] | None = None,
 ) -> None:
     kind = "Rollback" if d.is_rollback else "Deployment"
+    kind = "Repair" if d.repair else "Full deployment" if d.full else kind
+    kind = "Adoption" if d.adopted else kind
     click.echo(f"{kind} {d.identifier}: {d.status.value}")
     click.echo(f"  project  {d.project_name} ({d.project})")
     click.echo(f"  server   {d.server_name} ({d.server}, {d.protocol_type})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import DeployHQLiteError
+from ..errors import ConfigError, DeployHQLiteError
 from ..records import DeploymentMode, DeploymentStatus, Preview
 from ..views import page_of
 from .common import (
@@ -46,6 +46,13 @@ from .common import (
     show_default=True,
     help="Without: deploy the repository's files, unbuilt.",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Write back what the server holds differently from its latest deployment.",
+)
+@click.option("--delete-extra", is_flag=True, help="With --repair: delete files it lacks too.")
+@click.option("--full", is_flag=True, help="Write every file, whatever the server holds.")
 @common_options
 def deploy(
     project: str,
@@ -57,11 +64,24 @@ def deploy(
     config_files_only: bool,
     copy_config_files: bool,
     run_build_commands: bool,
+    repair: bool,
+    delete_extra: bool,
+    full: bool,
 ) -> None:
     """Deploy REVISION of PROJECT to a server."""
+    if repair and revision:
+        _fail(ConfigError("--repair restores the latest deployment: it takes no --revision"))
     with _engine() as engine:
         if preview:
-            result = engine.preview(project, server, revision=revision, on_output=echo_build_output)
+            result = engine.preview(
+                project,
+                server,
+                revision=revision,
+                on_output=echo_build_output,
+                repair=repair,
+                delete_extra=delete_extra,
+                full=full,
+            )
             _emit_preview(result)
             return
         with _progress("deploying") as progress:
@@ -76,6 +96,9 @@ def deploy(
                 copy_config_files=copy_config_files,
                 run_build_commands=run_build_commands,
                 on_output=echo_build_output,
+                repair=repair,
+                delete_extra=delete_extra,
+                full=full,
             )
         _show(engine, done)
 

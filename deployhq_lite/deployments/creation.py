@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RefusedError
 from ..log import get_logger
 from ..records import Deployment, DeploymentMode, DeploymentStatus
 from ..selection import overlay
@@ -49,6 +49,10 @@ def create_deployment(
     config-files-only deployment puts the config files on top of what the server holds.
     """
     destination = ctx.settings.destination(project, server)
+    if options.repair:
+        return _create_repair(
+            ctx, destination, options, mode=mode, group=group, claimed_by=claimed_by
+        )
     config = ctx.settings.get_project(project)
     repo, store = ctx.source(project), ctx.snapshots.repo
     end_revision = repo.resolve(revision) if revision else repo.resolve_branch(destination.branch)
@@ -77,6 +81,38 @@ def create_deployment(
         end_revision=end_revision,
         end_tree=end_tree,
         branch=destination.branch,
+        mode=mode,
+        options=options,
+        group=group,
+        claimed_by=claimed_by,
+    )
+
+
+def _create_repair(
+    ctx: Context,
+    destination: Destination,
+    options: DeployOptions,
+    *,
+    mode: DeploymentMode,
+    group: str | None,
+    claimed_by: str | None,
+) -> Deployment:
+    """A repair: the server brought back to the snapshot of its latest deployment (same
+    start and end revision); what differs is found on the server when it runs."""
+    latest = ctx.history.find_latest_completed(destination.project, destination.server)
+    tree = ctx.snapshots.find_tree(latest.identifier) if latest is not None else None
+    if latest is None or tree is None:
+        raise RefusedError(
+            f"server {destination.key} has no completed deployment to repair to: deploy it "
+            f"first (or take it over with `deployhq-lite servers adopt {destination.project} "
+            f"{destination.server}`)"
+        )
+    return new_deployment(
+        ctx,
+        Recipient.of(destination),
+        end_revision=latest.end_revision,
+        end_tree=tree,
+        branch=latest.branch,
         mode=mode,
         options=options,
         group=group,
@@ -215,6 +251,9 @@ def new_deployment(
         run_build_commands=options.run_build_commands,
         rollback_of=rollback_of,
         config_files_only=options.config_files_only,
+        repair=options.repair,
+        full=options.full,
+        delete_extra=options.delete_extra,
         claimed_by=claimed_by,
     )
     deployment = ctx.history.add(deployment)

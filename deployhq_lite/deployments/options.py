@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from ..errors import ConfigError
 from ..records import Deployment
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -25,11 +26,15 @@ class DeployOptions:
     """What a deployment puts on the server: only the config files
     (``config_files_only``), the config files as configured or as the server holds them
     (``copy_config_files``), the build's output or the repository's files unbuilt
-    (``run_build_commands``)."""
+    (``run_build_commands``); ``repair`` (and ``delete_extra``) and ``full`` say how the
+    changes are found (see :mod:`.repair`)."""
 
     config_files_only: bool = False
     copy_config_files: bool = True
     run_build_commands: bool = True
+    repair: bool = False  # write back what verify finds different from the latest snapshot
+    full: bool = False  # write every file whatever the server holds
+    delete_extra: bool = False  # with ``repair``: delete what the snapshot does not have
 
     @classmethod
     def of(cls, deployment: Deployment) -> DeployOptions:
@@ -38,7 +43,35 @@ class DeployOptions:
             config_files_only=deployment.config_files_only,
             copy_config_files=deployment.copy_config_files,
             run_build_commands=deployment.run_build_commands,
+            repair=deployment.repair,
+            full=deployment.full,
+            delete_extra=deployment.delete_extra,
         )
+
+
+def deploy_options(
+    config_files_only: bool,
+    copy_config_files: bool,
+    run_build_commands: bool,
+    repair: bool = False,
+    delete_extra: bool = False,
+    full: bool = False,
+) -> DeployOptions:
+    """The options of a new deployment, refused (ConfigError) when they contradict."""
+    if repair and (full or config_files_only):
+        raise ConfigError("--repair cannot be combined with --full or --config-files-only")
+    if full and config_files_only:
+        raise ConfigError("--full cannot be combined with --config-files-only")
+    if delete_extra and not repair:
+        raise ConfigError("--delete-extra goes with --repair")
+    return DeployOptions(
+        config_files_only=config_files_only,
+        copy_config_files=copy_config_files,
+        run_build_commands=run_build_commands,
+        repair=repair,
+        full=full,
+        delete_extra=delete_extra,
+    )
 
 
 @dataclass(frozen=True, slots=True)

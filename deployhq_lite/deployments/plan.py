@@ -70,8 +70,9 @@ def plan(ctx: Context, deployment: Deployment, *, held: Held | None = None) -> P
     history, store = ctx.history, ctx.snapshots
     # A deployment's end tree names the source repository's objects until the snapshot is
     # kept; opening the source attaches it to the store, which reads them through it. A
-    # rollback's end tree is a kept snapshot already.
-    source = None if deployment.is_rollback else ctx.source(deployment.project)
+    # rollback's (and a repair's) end tree is a kept snapshot already.
+    snapshot_end = deployment.is_rollback or deployment.repair
+    source = None if snapshot_end else ctx.source(deployment.project)
     latest = history.find_latest_completed(deployment.project, deployment.server)
     if held is not None:
         latest = held.deployment
@@ -86,6 +87,12 @@ def plan(ctx: Context, deployment: Deployment, *, held: Held | None = None) -> P
         changeset = Changeset.of(
             [c for c in changeset if c.path in config or not spec.match_file(c.path)]
         )
+    if deployment.full:  # every file written, whatever the server holds
+        changed = changeset.paths()
+        rewrites = [
+            FileChange(ChangeKind.MODIFIED, p, e, e) for p, e in end.items() if p not in changed
+        ]
+        changeset = Changeset.of([*changeset, *rewrites])
     _refuse_symlinked_writes(changeset, start, end)
     unfinished = [
         d

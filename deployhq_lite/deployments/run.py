@@ -22,6 +22,7 @@ from ..transports import Transport, Upload
 from .builds import build, deployment_variables
 from .options import OutputCallback, Phase, ProgressCallback, RunOptions, report_phase
 from .plan import Plan, held_by_marker, plan, prunable, settle
+from .repair import repair_plan
 
 if TYPE_CHECKING:
     from ..config import Destination, SSHCommandConfig
@@ -42,7 +43,12 @@ def run_preview(
         except DeployHQLiteError as exc:
             _mark_failed(ctx, deployment, str(exc))
             raise
-    the_plan = plan(ctx, deployment)
+    if deployment.repair:  # what differs is seen on the server itself
+        destination = ctx.settings.destination(deployment.project, deployment.server)
+        with ctx.transport(destination) as transport:
+            the_plan = repair_plan(ctx, deployment, transport)
+    else:
+        the_plan = plan(ctx, deployment)
     ctx.history.record_changes(
         deployment.identifier,
         the_plan.changeset,
@@ -120,18 +126,10 @@ def _run_locked(
     report_phase(on_progress, Phase.PLANNING)
     marker = read_marker(transport)
     _recover_committed(ctx, deployment, marker)
-    the_plan = plan(ctx, deployment)
-    if not marker_agrees(marker, the_plan.start):
-        held = held_by_marker(ctx, deployment, marker)
-        check_marker(
-            marker,
-            deployment,
-            the_plan.start,
-            server=destination.key,
-            override=override_marker,
-            held=held.revision,
-        )
-        the_plan = plan(ctx, deployment, held=held)  # from what the server holds
+    if deployment.repair:  # from what the server holds: its marker is rewritten last
+        the_plan = repair_plan(ctx, deployment, transport)
+    else:
+        the_plan = _plan_against_marker(ctx, deployment, destination, marker, override_marker)
     the_plan = settle(the_plan, transport)
     deployment = ctx.history.update(
         deployment,
@@ -167,6 +165,32 @@ def _run_locked(
     log.info("deployment.completed", deployment=deployment.identifier)
     ctx.emit("deployment.finished", deployment)
     return deployment
+
+
+def _plan_against_marker(
+    ctx: Context,
+    deployment: Deployment,
+    destination: Destination,
+    marker: dict[str, str] | None,
+    override_marker: bool,
+) -> Plan:
+    """The plan from the history's start, when the server's marker agrees; else refused
+    (see :func:`marker.check_marker`), or with ``override_marker`` planned from what the
+    marker says the server holds. A full deployment writes everything whatever the server
+    holds: its marker cannot mislead it, so it is not checked."""
+    the_plan = plan(ctx, deployment)
+    if deployment.full or marker_agrees(marker, the_plan.start):
+        return the_plan
+    held = held_by_marker(ctx, deployment, marker)
+    check_marker(
+        marker,
+        deployment,
+        the_plan.start,
+        server=destination.key,
+        override=override_marker,
+        held=held.revision,
+    )
+    return plan(ctx, deployment, held=held)  # from what the server holds
 
 
 def _commands(ctx: Context, deployment: Deployment, *, first: bool) -> list[SSHCommandConfig]:

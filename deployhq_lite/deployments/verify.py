@@ -86,8 +86,7 @@ def _compare(ctx: Context, verification: Verification) -> Verification:
         if not verification.fast:
             digests = transport.file_digests(comparison.to_hash)
             method = digests.method
-            matches = _sha1_matches(ctx) if method == "sha1sum" else _blob_matches
-            label = "sha1" if method == "sha1sum" else "blob"
+            matches, label = blob_matcher(ctx, method)
             found = content_differences(expected, digests.digests, matches=matches, label=label)
             differences = merge(differences, found)
     return ctx.history.update_verification(
@@ -153,6 +152,13 @@ def _deployignore(ctx: Context, deployment: Deployment) -> list[str]:
     except DeployHQLiteError:
         return []
     return [*text.splitlines(), "/" + DEPLOYIGNORE]
+
+
+def blob_matcher(ctx: Context, method: str) -> tuple[Callable[[Expected, str], bool], str]:
+    """How a digest of ``method`` is compared with a snapshot entry, and its label."""
+    if method == "sha1sum":
+        return _sha1_matches(ctx), "sha1"
+    return _blob_matches, "blob"
 
 
 def _blob_matches(want: Expected, digest: str) -> bool:

@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS deployments (
     run_build_commands INTEGER NOT NULL,
     config_files_only INTEGER NOT NULL,
     rollback_of TEXT,
+    repair INTEGER NOT NULL DEFAULT 0,
+    full INTEGER NOT NULL DEFAULT 0,
+    delete_extra INTEGER NOT NULL DEFAULT 0,
+    adopted INTEGER NOT NULL DEFAULT 0,
     queued_at TEXT NOT NULL,
     started_at TEXT,
     completed_at TEXT,
@@ -182,6 +186,11 @@ class Database:
                 db.execute("ALTER TABLE deployments ADD COLUMN group_id TEXT")
             if "claimed_by" not in columns:  # made by schema version 3
                 db.execute("ALTER TABLE deployments ADD COLUMN claimed_by TEXT")
+            for flag in ("repair", "full", "delete_extra", "adopted"):  # schema version 4
+                if flag not in columns:
+                    db.execute(
+                        f"ALTER TABLE deployments ADD COLUMN {flag} INTEGER NOT NULL DEFAULT 0"
+                    )
             db.execute(
                 "CREATE INDEX IF NOT EXISTS deployments_by_group ON deployments (group_id, seq)"
             )

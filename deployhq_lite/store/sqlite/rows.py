@@ -10,6 +10,15 @@ from ...records import UNFINISHED, Deployment, DeploymentMode, DeploymentStatus
 
 FIELDS = [f.name for f in dataclasses.fields(Deployment)]
 COLUMNS = [name if name != "group" else "group_id" for name in FIELDS if name != "seq"]
+FLAGS = (
+    "copy_config_files",
+    "run_build_commands",
+    "config_files_only",
+    "repair",
+    "full",
+    "delete_extra",
+    "adopted",
+)
 UNFINISHED_VALUES = tuple(sorted(status.value for status in UNFINISHED))  # "IN (?, ?, ?)"
 
 
@@ -27,6 +36,6 @@ def from_row(row: sqlite3.Row) -> Deployment:
     data["group"] = data.pop("group_id")
     data["status"] = DeploymentStatus(data["status"])
     data["mode"] = DeploymentMode(data["mode"])
-    for flag in ("copy_config_files", "run_build_commands", "config_files_only"):
+    for flag in FLAGS:
         data[flag] = bool(data[flag])
     return Deployment(**{name: data[name] for name in FIELDS})
