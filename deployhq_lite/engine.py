@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from . import config as config_module
 from . import readmodel
 from .context import Context, Hooks, TransportFactory
-from .deployments import entry, recovery, verify
+from .deployments import adopt, entry, recovery, verify
 from .deployments.options import DeployOptions, RunOptions, deploy_options
 from .errors import DeployHQLiteError, UnknownNameError
 from .locking import check_unlocked, looks_stale, owner_label
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .config import Destination, Settings
     from .content.documents import Catalog
     from .content.publish import PublishResult
+    from .deployments.adopt import Adoption
     from .deployments.options import OutputCallback, ProgressCallback
     from .records import DeploymentStatus
     from .store import HistoryStore, SnapshotStorage
@@ -441,6 +442,14 @@ class Engine:
             if raises:
                 raise
             return self.history.find_verification(queued.identifier) or queued
+
+    def adopt(
+        self, project: str, server: str, *, revision: str | None = None, check: bool = False
+    ) -> Adoption:
+        """Take over a server another tool deployed: record the revision it holds
+        (``revision``, else git-ftp's/PHPloy's/dandelion's record there) as an adopted
+        deployment and write our marker; ``check`` compares the server with it first."""
+        return adopt.adopt(self.context, project, server, revision=revision, check=check)
 
     def queue_verification(self, project: str, server: str, *, fast: bool = False) -> Verification:
         """Record a verification of one server for a queue worker; returns at once."""

@@ -128,3 +128,42 @@ def _emit_report(report: dict[str, object]) -> None:
         _print_json(report)
     elif report.get("recorded"):
         click.echo(f"recorded in {report['recorded']}")
+
+
+@servers.command("adopt")
+@click.argument("project")
+@click.argument("server")
+@click.option(
+    "--revision",
+    "-r",
+    help="The revision the server holds (default: the record git-ftp, PHPloy or "
+    "dandelion left there).",
+)
+@click.option("--verify", "check", is_flag=True, help="Compare the server with it first.")
+@common_options
+def adopt_server(project: str, server: str, revision: str | None, check: bool) -> None:
+    """Take over SERVER, deployed by another tool: record what it holds, write our marker."""
+    with _engine() as engine:
+        adoption = engine.adopt(project, server, revision=revision, check=check)
+    done, verification = adoption.deployment, adoption.verification
+    if _opts().json:
+        _print_json(
+            {
+                **done.to_json(),
+                "source": adoption.source,
+                **({"verification": verification.to_json()} if verification else {}),
+            }
+        )
+        return
+    click.echo(
+        f"adopted {done.project}/{done.server} at revision {done.end_revision[:12]} "
+        f"(from {adoption.source}): deployment {done.identifier}"
+    )
+    if verification is not None and not verification.in_sync:
+        click.echo(
+            f"  {len(verification.differences)} differences from that revision; "
+            f"`deployhq-lite verify {project} --server {server}` lists them, "
+            "`deploy --repair` writes them back"
+        )
+    elif verification is not None:
+        click.echo(f"  in sync with that revision; {verification.checked} paths checked")

@@ -45,7 +45,7 @@ def repair_plan(ctx: Context, deployment: Deployment, transport: Transport) -> P
     differences = merge(
         comparison.differences,
         content_differences(expected, digests.digests, matches=matches, label=label),
-    )
+    )  # as verify finds them, with the listing kept: the repair needs it
     changes, prune = _changes(differences, expected, listed, delete_extra=deployment.delete_extra)
     end = TreeSnapshot(ctx.snapshots.repo, deployment.end_tree)
     return Plan(latest, end, Changeset.of(changes), prune=tuple(prune))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..drift import Expected, ExpectedKind, compare, content_differences, merge
@@ -20,11 +21,12 @@ from ..errors import DeployHQLiteError, RefusedError, StoreError
 from ..git import MODE_EXECUTABLE, MODE_SYMLINK, MODE_TREE
 from ..log import get_logger
 from ..marker import MARKER_PATH
-from ..records import Deployment, Verification, VerificationStatus, utcnow
+from ..records import Deployment, Difference, Verification, VerificationStatus, utcnow
 from ..selection import DEPLOYIGNORE, exclusion_spec
 
 if TYPE_CHECKING:
     from ..context import Context
+    from ..transports import Transport
 
 log = get_logger(__name__)
 
@@ -76,28 +78,49 @@ def _compare(ctx: Context, verification: Verification) -> Verification:
         raise StoreError(
             f"the snapshot of deployment {latest.identifier} is missing from {ctx.snapshots.path}"
         )
-    expected = expected_entries(ctx, tree)
-    prune = server_prune(ctx, latest)
     with ctx.transport(destination) as transport:
-        listed = dict(transport.list_tree(prune))
-        comparison = compare(expected, listed, fast=verification.fast)
-        method = "fast"
-        differences = comparison.differences
-        if not verification.fast:
-            digests = transport.file_digests(comparison.to_hash)
-            method = digests.method
-            matches, label = blob_matcher(ctx, method)
-            found = content_differences(expected, digests.digests, matches=matches, label=label)
-            differences = merge(differences, found)
+        found = differences_from(ctx, transport, tree, latest, fast=verification.fast)
+    return record(ctx, verification, latest, found)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a comparison found: the differences, how many paths, by which method."""
+
+    differences: list[Difference]
+    checked: int
+    method: str
+
+
+def differences_from(
+    ctx: Context, transport: Transport, tree: str, deployment: Deployment, *, fast: bool
+) -> Found:
+    """How the open server differs from ``tree`` (what ``deployment`` put there, or would
+    have: its exclusions apply)."""
+    expected = expected_entries(ctx, tree)
+    listed = dict(transport.list_tree(server_prune(ctx, deployment)))
+    comparison = compare(expected, listed, fast=fast)
+    if fast:
+        return Found(comparison.differences, comparison.checked, "fast")
+    digests = transport.file_digests(comparison.to_hash)
+    matches, label = blob_matcher(ctx, digests.method)
+    content = content_differences(expected, digests.digests, matches=matches, label=label)
+    return Found(merge(comparison.differences, content), comparison.checked, digests.method)
+
+
+def record(
+    ctx: Context, verification: Verification, deployment: Deployment, found: Found
+) -> Verification:
+    """The verification completed with what was found against ``deployment``."""
     return ctx.history.update_verification(
         verification,
         status=VerificationStatus.COMPLETED,
-        deployment=latest.identifier,
-        revision=latest.end_revision,
-        in_sync=not differences,
-        differences=tuple(differences),
-        checked=comparison.checked,
-        method=method,
+        deployment=deployment.identifier,
+        revision=deployment.end_revision,
+        in_sync=not found.differences,
+        differences=tuple(found.differences),
+        checked=found.checked,
+        method=found.method,
         completed_at=utcnow(),
     )
 
