@@ -139,3 +139,27 @@ def test_a_group_repairs_each_member(site: Site, tmp_path: Path) -> None:
     assert done["status"] == "completed" and done["repair"] is True
     assert (tmp_path / "www2" / "index.html").read_text() == "<h1>home</h1>\n"
     assert cli(site, "verify", "website", "-s", "web")["in_sync"] is True
+
+
+def test_a_symlink_out_of_the_root_is_never_followed_by_verify_or_repair(
+    site: Site, tmp_path: Path
+) -> None:
+    deployed(site)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.txt").write_text("a\n")  # what the snapshot has at docs/a.txt
+    (outside / "b.txt").write_text("not ours\n")
+    shutil.rmtree(site.root / "docs")
+    (site.root / "docs").symlink_to(outside)
+    found = cli(site, "verify", "website", "-s", "production", code=1)
+    assert {(d["path"], d["kind"]) for d in found["differences"]} == {
+        ("docs", "type"),
+        ("docs/a.txt", "missing"),
+        ("docs/b.txt", "missing"),
+    }
+    done = cli(site, "deploy", "website", "-s", "production", "--repair")
+    assert done["status"] == "completed"
+    assert site.files() == AS_DEPLOYED
+    assert (site.root / "docs").is_dir() and not (site.root / "docs").is_symlink()
+    assert sorted(p.name for p in outside.iterdir()) == ["a.txt", "b.txt"]
+    assert (outside / "b.txt").read_text() == "not ours\n"
