@@ -138,8 +138,10 @@ def _type_difference(path: str, want: Expected, found: Listed) -> Difference | N
 def _directories(expected: Mapping[str, Expected]) -> set[str]:
     found: set[str] = set()
     for path in expected:
-        parts = path.split("/")[:-1]
-        found.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        parent = path.rpartition("/")[0]
+        while parent and parent not in found:  # stops at the first parent already seen
+            found.add(parent)
+            parent = parent.rpartition("/")[0]
     return found
 
 

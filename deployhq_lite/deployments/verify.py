@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -97,8 +98,11 @@ def differences_from(
 ) -> Found:
     """How the open server differs from ``tree`` (what ``deployment`` put there, or would
     have: its exclusions apply)."""
-    expected = expected_entries(ctx, tree)
-    listed = dict(transport.list_tree(server_prune(ctx, deployment)))
+    prune = server_prune(ctx, deployment)
+    with ThreadPoolExecutor(1) as pool:  # the server listed while the snapshot is read
+        listing = pool.submit(lambda: dict(transport.list_tree(prune)))
+        expected = expected_entries(ctx, tree)
+        listed = listing.result()
     comparison = compare(expected, listed, fast=fast)
     if fast:
         return Found(comparison.differences, comparison.checked, "fast")
@@ -128,14 +132,18 @@ def record(
 def expected_entries(ctx: Context, tree: str) -> dict[str, Expected]:
     """What the snapshot ``tree`` puts on a server, path by path (gitlinks: nothing)."""
     repo = ctx.snapshots.repo
+    sized = repo.sized_entries(tree)
+    if sized is None:  # no git here, or objects only in an attached source
+        sized = [(p, e, -1) for p, e in repo.walk_tree(tree)]
     expected: dict[str, Expected] = {}
-    for path, entry in repo.walk_tree(tree):
+    for path, entry, size in sized:
         if entry.mode == MODE_SYMLINK:
             target = repo.read_blob(entry.oid).decode("utf-8", "surrogateescape")
             expected[path] = Expected("symlink", entry.oid, len(target), target)
         elif entry.mode != MODE_TREE and entry.mode & 0o170000 == 0o100000:
             kind: ExpectedKind = "executable" if entry.mode == MODE_EXECUTABLE else "file"
-            expected[path] = Expected(kind, entry.oid, repo.object_size(entry.oid))
+            known = size if size >= 0 else repo.object_size(entry.oid)
+            expected[path] = Expected(kind, entry.oid, known)
     return expected
 
 

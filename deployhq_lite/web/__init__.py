@@ -251,6 +251,9 @@ def _deployment_routes(
             config_files_only=request.config_files_only,
             copy_config_files=request.copy_config_files,
             run_build_commands=request.run_build_commands,
+            repair=request.repair,
+            delete_extra=request.delete_extra,
+            full=request.full,
         )
         wake.set()
         return request.answer(created.to_json(engine().members(created)))

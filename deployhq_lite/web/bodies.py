@@ -76,6 +76,9 @@ class DeploymentRequest(_DeployHQBody):
     copy_config_files: RailsBool = True
     run_build_commands: RailsBool = True
     config_files_only: RailsBool = False
+    repair: RailsBool = False  # write back what the server holds differently
+    delete_extra: RailsBool = False  # with repair: delete what the snapshot lacks
+    full: RailsBool = False  # write every file, whatever the server holds
 
 
 class NewRelease(_Body):

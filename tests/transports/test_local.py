@@ -301,3 +301,31 @@ def test_the_output_pipe_a_leftover_process_held_is_closed_when_it_lets_go(
         assert not readers() - earlier
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_the_find_listing_and_the_python_walk_agree(tmp_path: Path) -> None:
+    """verify lists a local server with GNU find when it can, else in Python: the same
+    entries either way, symlinks listed and never followed, odd names kept."""
+    import os
+
+    from deployhq_lite.transports import localtree
+
+    root = tmp_path / "root"
+    (root / "a/b").mkdir(parents=True)
+    (root / "a/b/file.txt").write_text("x")
+    (root / "run").write_text("#!/bin/sh\n")
+    (root / "run").chmod(0o755)
+    (root / "new\nline name").write_text("n")
+    (root / "out").symlink_to(tmp_path)  # out of the root: listed, not entered
+    (tmp_path / "secret").write_text("s")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        by_find = localtree._find(fd)
+        assert by_find is not None
+        here = list(localtree.walk_here(fd, None))
+    finally:
+        os.close(fd)
+    assert sorted(by_find) == sorted(here)
+    paths = {p for p, _ in here}
+    assert paths == {"a", "a/b", "a/b/file.txt", "run", "new\nline name", "out"}
+    assert dict(here)["out"].target == str(tmp_path)
