@@ -38,3 +38,15 @@ def test_sftp_round_trip_with_a_pinned_host_key(sshd: SSHServer) -> None:
 def test_unknown_host_key_is_refused(sshd: SSHServer) -> None:
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
         connect(sshd, None)
+
+
+def test_the_sftp_only_server_serves_sftp_and_runs_no_command(sshd_sftp_only: SSHServer) -> None:
+    target = sshd_sftp_only.directory / "sftp-only.txt"
+    with connect(sshd_sftp_only, str(sshd_sftp_only.known_hosts)) as client:
+        with client.open_sftp() as sftp, sftp.open(str(target), "wb") as f:
+            f.write(b"still sftp\n")
+        _, stdout, _ = client.exec_command(f"echo ran > {target}.ran; echo ran")
+        assert stdout.read() == b"This service allows sftp connections only.\n"
+        assert stdout.channel.recv_exit_status() != 0
+    assert target.read_bytes() == b"still sftp\n"
+    assert not target.with_name("sftp-only.txt.ran").exists()

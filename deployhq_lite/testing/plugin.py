@@ -5,6 +5,7 @@
 - ``git_repo``: a :class:`GitRepoBuilder` in a temporary directory.
 - ``site``: a project with one local server, its config file written, ready to deploy.
 - ``sshd``: a real OpenSSH server on 127.0.0.1 with generated keys (session scope).
+- ``sshd_sftp_only``: the same, but it runs no commands (``ForceCommand internal-sftp``).
 """
 
 from __future__ import annotations
@@ -170,6 +171,14 @@ def site(tmp_path: Path, git_repo: GitRepoBuilder) -> Site:
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     """A real OpenSSH sshd on 127.0.0.1 (one per test session), key auth, internal-sftp."""
     with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd_sftp_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """A real OpenSSH sshd on 127.0.0.1 that runs no commands, only SFTP (``ForceCommand
+    internal-sftp``, as many hosting servers): one per test session."""
+    with start_sshd(tmp_path_factory.mktemp("sshd-sftp-only"), sftp_only=True) as server:
         yield server
 
 

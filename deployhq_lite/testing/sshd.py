@@ -4,7 +4,9 @@
 ...     server.port, server.user, server.user_key, server.known_hosts
 
 The server runs as the current user (root in CI), accepts only the generated user key,
-serves SFTP with ``internal-sftp`` and writes nothing outside ``directory``.
+serves SFTP with ``internal-sftp`` and writes nothing outside ``directory``. With
+``sftp_only`` it runs no commands (``ForceCommand internal-sftp``, as many hosting
+servers): every session is SFTP, whatever command is asked for.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def _config(directory: Path, port: int) -> str:
+def _config(directory: Path, port: int, *, sftp_only: bool) -> str:
     return "\n".join(
         [
             f"Port {port}",
@@ -103,6 +105,7 @@ def _config(directory: Path, port: int) -> str:
             "StrictModes no",
             "UsePAM no",
             "Subsystem sftp internal-sftp",
+            *(["ForceCommand internal-sftp"] if sftp_only else []),
             "LogLevel ERROR",
             "",
         ]
@@ -110,8 +113,11 @@ def _config(directory: Path, port: int) -> str:
 
 
 @contextmanager
-def start_sshd(directory: Path, *, timeout: float = 10.0) -> Iterator[SSHServer]:
-    """Start sshd in the foreground; stop it (and wait for it) when the block ends."""
+def start_sshd(
+    directory: Path, *, timeout: float = 10.0, sftp_only: bool = False
+) -> Iterator[SSHServer]:
+    """Start sshd in the foreground; stop it (and wait for it) when the block ends.
+    ``sftp_only``: no commands run, only SFTP (``ForceCommand internal-sftp``)."""
     directory.mkdir(parents=True, exist_ok=True)
     host_public = keygen(directory / "host_key")
     user_public = keygen(directory / "user_key")
@@ -119,7 +125,7 @@ def start_sshd(directory: Path, *, timeout: float = 10.0) -> Iterator[SSHServer]
     port = free_port()
     (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n")
     config = directory / "sshd_config"
-    config.write_text(_config(directory, port))
+    config.write_text(_config(directory, port, sftp_only=sftp_only))
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation
     log = (directory / "sshd.log").open("wb")

@@ -27,18 +27,23 @@ from paramiko.message import Message
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
+    CMD_DATA,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
     CMD_FSETSTAT,
+    CMD_FSTAT,
     CMD_HANDLE,
     CMD_LSTAT,
     CMD_MKDIR,
     CMD_OPEN,
+    CMD_READ,
     CMD_REMOVE,
     CMD_STATUS,
     CMD_WRITE,
+    SFTP_EOF,
     SFTP_FLAG_CREATE,
     SFTP_FLAG_EXCL,
+    SFTP_FLAG_READ,
     SFTP_FLAG_WRITE,
     SFTP_NO_SUCH_FILE,
     SFTP_OK,
@@ -63,6 +68,10 @@ Done = Callable[[Exception | None], None]
 Opened = Callable[[bytes | None, Exception | None], None]
 # What an LSTAT found (a symlink is "other": never followed).
 PathKind = Literal["dir", "missing", "other"]
+# An LSTAT's or FSTAT's outcome: the attributes, or None and the error.
+Attrs = Callable[[paramiko.SFTPAttributes | None, Exception | None], None]
+# A READ's outcome: the bytes (empty at the end of the file), or None and the error.
+Data = Callable[[bytes | None, Exception | None], None]
 
 
 class StatusError(OSError):
@@ -92,6 +101,10 @@ class Pipe:
     def lstat(self, full: str, then: Callable[[PathKind], None]) -> None:
         self._send(CMD_LSTAT, full, then=lambda t, msg: then(_kind(t, msg)))
 
+    def lstat_attrs(self, full: str, then: Attrs) -> None:
+        """LSTAT ``full``: its attributes (a symlink's own: never followed)."""
+        self._send(CMD_LSTAT, full, then=_attrs(then))
+
     def mkdir(self, full: str, mode: int, then: Done) -> None:
         self._send(CMD_MKDIR, full, _mode_attrs(mode), then=_checked(then))
 
@@ -101,6 +114,17 @@ class Pipe:
     def create(self, full: str, then: Opened) -> None:
         """OPEN a new file for writing, 0600; EXCL: fails when the name is taken."""
         self._send(CMD_OPEN, full, _NEW_FILE, _mode_attrs(0o600), then=_handle(then))
+
+    def open_read(self, full: str, then: Opened) -> None:
+        """OPEN an existing file for reading (SFTP has no O_NOFOLLOW: LSTAT it first)."""
+        self._send(CMD_OPEN, full, SFTP_FLAG_READ, paramiko.SFTPAttributes(), then=_handle(then))
+
+    def fstat(self, handle: bytes, then: Attrs) -> None:
+        self._send(CMD_FSTAT, handle, then=_attrs(then))
+
+    def read(self, handle: bytes, offset: int, length: int, then: Data) -> None:
+        """READ up to ``length`` bytes at ``offset`` (a server may send fewer)."""
+        self._send(CMD_READ, handle, int64(offset), length, then=_data(then))
 
     def write(self, handle: bytes, offset: int, data: bytes, then: Done) -> None:
         self._send(CMD_WRITE, handle, int64(offset), data, then=_checked(then))
@@ -237,7 +261,10 @@ def _status(t: int, msg: Message) -> Exception | None:
     """None for an OK status; the error paramiko would raise otherwise."""
     if t != CMD_STATUS:
         return StatusError(f"unexpected SFTP reply type {t}")
-    code, text = msg.get_int(), msg.get_text()
+    return _error(msg.get_int(), msg.get_text())
+
+
+def _error(code: int, text: str) -> Exception | None:
     if code == SFTP_OK:
         return None
     if code == SFTP_NO_SUCH_FILE:
@@ -261,6 +288,32 @@ def _handle(then: Opened) -> Callable[[int, Message], None]:
             then(None, _status(t, msg) or StatusError("OPEN returned no handle"))
 
     return opened
+
+
+def _attrs(then: Attrs) -> Callable[[int, Message], None]:
+    def stated(t: int, msg: Message) -> None:
+        if t == CMD_ATTRS:
+            then(paramiko.SFTPAttributes._from_msg(msg), None)
+        else:
+            then(None, _status(t, msg) or StatusError("no attributes in the reply"))
+
+    return stated
+
+
+def _data(then: Data) -> Callable[[int, Message], None]:
+    def read(t: int, msg: Message) -> None:
+        if t == CMD_DATA:
+            then(msg.get_binary(), None)
+        elif t != CMD_STATUS:
+            then(None, StatusError(f"unexpected SFTP reply type {t}"))
+        else:
+            code, text = msg.get_int(), msg.get_text()
+            if code == SFTP_EOF:
+                then(b"", None)
+            else:
+                then(None, _error(code, text) or StatusError("READ returned no data"))
+
+    return read
 
 
 def _kind(t: int, msg: Message) -> PathKind:

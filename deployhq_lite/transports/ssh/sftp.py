@@ -19,7 +19,7 @@ import functools
 import itertools
 import os
 import stat as st
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -31,14 +31,16 @@ from ...names import TEMP_SUFFIX, temp_path
 from ...values import CommandOutcome
 from ..base import (
     BaseTransport,
+    DigestMethod,
     DoneCallback,
+    FileDigests,
     Prune,
     RemoteEntry,
     RemoteKind,
     Upload,
     check_relative,
 )
-from . import tree
+from . import digests, tree
 from .batches import DeleteBatch, PutBatch, run_reporting
 from .connection import Connector, fingerprint, run_remote, session_started
 from .pipeline import (
@@ -72,6 +74,9 @@ class SFTPTransport(BaseTransport):
         self.host_key_fingerprint = ""
         self.supports_posix_rename = True
         self.write_size = CHUNK  # raised by the server's limits@openssh.com reply
+        # how file_digests may hash, in order (tests narrow it), and what the server runs
+        self.digest_methods: tuple[DigestMethod, ...] = digests.METHODS
+        self.remote_hashers: frozenset[DigestMethod] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -151,6 +156,12 @@ class SFTPTransport(BaseTransport):
         self._require_open()
         with self._map_errors(""):
             yield from tree.walk(self._client(), self._root, prune)
+
+    def file_digests(self, paths: Sequence[str]) -> FileDigests:
+        """Hashed on the server in one command where it runs git or sha1sum, else read
+        back over SFTP; never through a symlink (see ``digests``)."""
+        self._require_open()
+        return digests.file_digests(self, [check_relative(path) for path in paths])
 
     def read_file(self, path: str) -> bytes | None:
         self._require_open()

@@ -1,16 +1,19 @@
 """Reading what an SSH server holds, for ``verify``: its tree listed over SFTP (a
-symlink is listed with its target, never followed)."""
+symlink is listed with its target, never followed), and which of some paths are regular
+files below real directories now (``find_files``, before they are hashed)."""
 
 from __future__ import annotations
 
 import errno
+import functools
 import stat as st
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import paramiko
 
 from ..base import Prune, RemoteEntry, RemoteKind
+from .pipeline import Pipe
 
 _GONE = (errno.ENOENT, errno.ENOTDIR)
 
@@ -51,3 +54,69 @@ def _entry(sftp: paramiko.SFTPClient, full: str, attrs: Any) -> RemoteEntry:
     elif st.S_ISREG(mode):
         kind = "file"
     return RemoteEntry(kind, size, st.S_IMODE(mode))
+
+
+# What LSTAT found for each path asked about, and the failures that were not "missing".
+Found = tuple[dict[str, Any], list[tuple[str, Exception]]]
+
+
+def find_files(pipe: Pipe, root: str, paths: Sequence[str]) -> Found:
+    """The LSTAT attributes of each of ``paths`` that is a regular file now, below
+    directories that are real ones (not symlinks) all the way from ``root``; the others
+    are left out. Every LSTAT is in flight at once.
+
+    A path that is missing is left out; any other failure (permission denied) is
+    returned with its path, for the caller to raise.
+    """
+    parents = {p.rpartition("/")[0] for p in paths} - {""}
+    for parent in list(parents):
+        while "/" in parent:
+            parent = parent.rpartition("/")[0]
+            parents.add(parent)
+    seen: dict[str, Any] = {}
+    failures: list[tuple[str, Exception]] = []
+    for rel in sorted(parents | set(paths)):
+        pipe.lstat_attrs(f"{root}/{rel}", functools.partial(_record, seen, failures, rel))
+    pipe.drain()
+    dirs = {rel for rel in parents if st.S_ISDIR(_mode(seen.get(rel)))}
+    found = {
+        path: seen[path]
+        for path in paths
+        if st.S_ISREG(_mode(seen.get(path))) and _below(path, dirs)
+    }
+    return found, failures
+
+
+def same_file(before: Any, after: Any) -> bool:
+    """Whether two LSTAT (or FSTAT) results look like the same, unchanged file: type,
+    permissions, size, owner and modification time (SFTP v3 has no inode number)."""
+    return all(
+        getattr(before, name) == getattr(after, name)
+        for name in ("st_mode", "st_size", "st_uid", "st_gid", "st_mtime")
+    )
+
+
+def _record(
+    seen: dict[str, Any],
+    failures: list[tuple[str, Exception]],
+    rel: str,
+    attrs: Any,
+    error: Exception | None,
+) -> None:
+    if attrs is not None:
+        seen[rel] = attrs
+    elif not isinstance(error, FileNotFoundError):  # missing (or ENOTDIR, ELOOP): left out
+        failures.append((rel, error or OSError("LSTAT failed")))
+
+
+def _mode(attrs: Any) -> int:
+    return 0 if attrs is None else int(attrs.st_mode or 0)
+
+
+def _below(path: str, dirs: set[str]) -> bool:
+    parent = path.rpartition("/")[0]
+    while parent:
+        if parent not in dirs:
+            return False
+        parent = parent.rpartition("/")[0]
+    return True
