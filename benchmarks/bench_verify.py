@@ -43,6 +43,7 @@ from common import (
 )
 
 from deployhq_lite.repobuilder import GitRepoBuilder
+from deployhq_lite.testing.sshd import SSHServer, start_sshd
 
 TARGET_FULL = 1.0
 TARGET_FAST = 0.5
@@ -199,9 +200,72 @@ def local_cases(cli: Path, work: Path, args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def ssh_server_keys(sshd: SSHServer, root: Path) -> str:
+    return (
+        f'protocol_type = "ssh"\nhost = "{sshd.host}"\nport = {sshd.port}\nuser = "{sshd.user}"\n'
+        f'key_path = "{sshd.user_key}"\nknown_hosts_path = "{sshd.known_hosts}"\n'
+        "use_agent = false\n"
+    )
+
+
+def ssh_cases(cli: Path, work: Path, args: argparse.Namespace) -> list[Row]:
+    """3,000 files on a real sshd: remote hashing vs rsync -anc over ssh, and SFTP
+    read-back (a server that runs no commands) for the record."""
+    repo, root, exported = work / "ssh-repo", work / "ssh-root", work / "ssh-export"
+    make_repo(repo, args.ssh_files)
+    rows = []
+    with start_sshd(work / "sshd") as sshd, start_sshd(work / "sshd-sftp", sftp_only=True) as only:
+        config = write_config(work, repo, root, "")
+        text = config.read_text().replace('protocol_type = "local"\n', "")
+        config.write_text(text + ssh_server_keys(sshd, root))
+        run([cli, "deploy", "bench", "--server", "local", "--config", config])
+        export(root, exported)
+        expected = make_differences(root)
+        ssh = (
+            f"ssh -p {sshd.port} -i {sshd.user_key} -o IdentitiesOnly=yes "
+            f"-o UserKnownHostsFile={sshd.known_hosts} -o StrictHostKeyChecking=yes"
+        )
+        common = ["-n", "--delete", "--itemize-changes", "--exclude=/.deployhq-lite", "-e", ssh]
+        rsync_c = ["rsync", "-a", "-c", *common, f"{exported}/", f"{sshd.user}@{sshd.host}:{root}/"]
+        ours, ref = measure(
+            "verify (ssh, remote hashing)",
+            lambda: timed_verify(cli, config, expected),
+            lambda: timed_rsync(rsync_c, len(expected)),
+            args,
+        )
+        rows.append(
+            Row(
+                f"verify over SSH, {args.ssh_files} files",
+                ours,
+                ref,
+                "rsync -anc -e ssh",
+                TARGET_SSH,
+            )
+        )
+        config.write_text(text + ssh_server_keys(only, root))
+        ours, ref = measure(
+            "verify (sftp read-back)",
+            lambda: timed_verify(cli, config, expected),
+            lambda: timed_rsync(rsync_c, len(expected)),
+            args,
+        )
+        rows.append(
+            Row(
+                f"verify over SFTP read-back, {args.ssh_files} files",
+                ours,
+                ref,
+                "rsync -anc -e ssh",
+                None,
+            )
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=50_000)
+    parser.add_argument("--ssh-files", type=int, default=3_000)
+    parser.add_argument("--only", choices=["local", "ssh"], default=None)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -209,7 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dhq-verify-bench-", dir=args.workdir) as tmp:
         work = Path(tmp)
         settle.configure(work, 20.0)
-        rows = local_cases(cli, work, args)
+        rows = []
+        if args.only in (None, "local"):
+            rows += local_cases(cli, work, args)
+        if args.only in (None, "ssh"):
+            rows += ssh_cases(cli, work, args)
     log("")
     print_table(rows)
     log(settle.describe())

@@ -196,15 +196,52 @@ def test_a_group_verifies_each_member(site: Site, tmp_path: Path) -> None:
     assert kinds(servers["production2"]) == {"index.html": "missing"}
 
 
-def test_an_ssh_server_is_verified_over_sftp(site: Site, sshd: SSHServer) -> None:
-    site.write_ssh_config(sshd)
+@pytest.mark.parametrize(
+    ("endpoint", "method"),
+    [("sshd", "git-hash-object"), ("sshd_sftp_only", "sftp-read")],
+    ids=["commands", "sftp-only"],
+)
+def test_every_kind_of_difference_is_found_on_an_ssh_server(
+    site: Site, tmp_path: Path, request: pytest.FixtureRequest, endpoint: str, method: str
+) -> None:
+    site.write_ssh_config(request.getfixturevalue(endpoint))
     deployed(site)
-    (site.root / "index.html").write_text("<h1>HOME</h1>\n")
-    os.chmod(site.root / "bin/run", 0o644)
-    (site.root / "extra.txt").write_text("x")
+    root = site.root
+    (root / "docs/a.txt").unlink()
+    (root / "index.html").write_text("<h1>HOME</h1>\n")  # same size: hashed on the server
+    os.chmod(root / "bin/run", 0o644)
+    (root / "link").unlink()
+    (root / "link").symlink_to("css/site.css")
+    (root / "css/site.css").unlink()
+    (root / "css/site.css").mkdir()  # a file replaced by a directory
+    (root / "extra.txt").write_text("x")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    (root / "evil").symlink_to(outside)
     result = verify_json(site, code=1)
-    assert kinds(result) == {"index.html": "modified", "bin/run": "mode", "extra.txt": "extra"}
-    assert result["method"] in ("git-hash-object", "sha1sum", "sftp-read")
+    assert result["method"] == method
+    assert kinds(result) == {
+        "docs/a.txt": "missing",
+        "index.html": "modified",
+        "bin/run": "mode",
+        "link": "type",
+        "css/site.css": "type",
+        "extra.txt": "extra",
+        "evil": "extra",
+    }
+    repaired = run_cli(
+        "deploy",
+        "website",
+        "-s",
+        "production",
+        "--repair",
+        "--delete-extra",
+        "--config",
+        site.config,
+    )
+    assert repaired.returncode == 0, repaired.stderr
+    assert verify_json(site, code=0)["in_sync"] is True
+    assert outside.read_text() == "secret"
 
 
 def test_a_verification_that_cannot_read_the_server_is_recorded_failed(site: Site) -> None:
@@ -244,3 +281,28 @@ def test_compare_names_the_files_whose_content_must_be_hashed() -> None:
     assert result.to_hash == ["a", "b"]
     assert [(d.path, d.kind) for d in result.differences] == [("c", DifferenceKind.MODIFIED)]
     assert result.checked == 4
+
+
+def test_an_ssh_server_is_listed_the_same_by_find_and_over_sftp(
+    tmp_path: Path, sshd: SSHServer
+) -> None:
+    from deployhq_lite.transports.ssh import tree
+    from deployhq_lite.transports.ssh.sftp import SFTPTransport
+
+    root = tmp_path / "root"
+    (root / "a/b").mkdir(parents=True)
+    (root / "a/b/f.txt").write_text("x")
+    (root / "odd\nname $(x)").write_text("y")
+    (root / "run").write_text("#!/bin/sh\n")
+    (root / "run").chmod(0o755)
+    (root / "out").symlink_to(tmp_path)  # listed, never entered
+    (root / "skip").mkdir()
+    (root / "skip/inner").write_text("z")
+    with SFTPTransport(sshd.server_config(root), server="t/s") as transport:
+        assert transport._ssh is not None
+        prune = lambda p: p == "skip"  # noqa: E731
+        by_find = tree.list_remote(transport._ssh, transport._root, prune, open_timeout=10)
+        over_sftp = list(tree.walk(transport._client(), transport._root, prune))
+    assert by_find is not None
+    assert sorted(by_find) == sorted(over_sftp)
+    assert {p for p, _ in by_find} == {"a", "a/b", "a/b/f.txt", "odd\nname $(x)", "run", "out"}

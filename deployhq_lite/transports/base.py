@@ -63,6 +63,42 @@ Prune = Callable[[str], bool]
 DigestMethod = Literal["git-hash-object", "sha1sum", "sftp-read"]
 
 
+# GNU find's listing of a tree, as ``parse_find_listing`` reads it: type, size, permission
+# bits, a symlink's target and the path, each ended by NUL (a name holds no NUL).
+FIND_PRINTF = r"%y\0%s\0%m\0%l\0%P\0"
+_FIND_KINDS: dict[bytes, RemoteKind] = {b"f": "file", b"d": "dir"}
+
+
+def parse_find_listing(data: bytes) -> list[tuple[str, RemoteEntry]]:
+    """The entries of ``find -printf FIND_PRINTF`` output, in its order."""
+    fields = data.split(b"\0")
+    listed = []
+    for i in range(0, len(fields) - 4, 5):
+        kind, size, mode, target, path = fields[i : i + 5]
+        name = os.fsdecode(path)
+        if kind == b"l":
+            listed.append((name, RemoteEntry("symlink", int(size), 0o777, os.fsdecode(target))))
+        else:
+            found = _FIND_KINDS.get(kind, "other")
+            listed.append((name, RemoteEntry(found, int(size), int(mode, 8))))
+    return listed
+
+
+def pruned(
+    listed: Iterable[tuple[str, RemoteEntry]], prune: Prune | None
+) -> Iterator[tuple[str, RemoteEntry]]:
+    """A depth-first, parents-first listing without what ``prune`` leaves out (and all
+    below a pruned directory)."""
+    skipping = ""
+    for path, entry in listed:
+        if skipping and path.startswith(skipping):
+            continue
+        if prune is not None and prune(path):
+            skipping = path + "/"
+            continue
+        yield path, entry
+
+
 @dataclass(frozen=True, slots=True)
 class FileDigests:
     """Digests of regular files' contents on a server, by ``method``: git blob ids

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..values import BlobHasher
-from .base import Prune, RemoteEntry, RemoteKind
+from .base import FIND_PRINTF, Prune, RemoteEntry, RemoteKind, parse_find_listing, pruned
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -32,48 +32,24 @@ def walk(root_fd: int, prune: Prune | None) -> Iterator[tuple[str, RemoteEntry]]
     if found is None:
         yield from walk_here(root_fd, prune)
         return
-    pruned = ""
-    for path, entry in found:
-        if pruned and path.startswith(pruned):
-            continue  # below a pruned directory (find lists depth first, parents first)
-        if prune is not None and prune(path):
-            pruned = path + "/"
-            continue
-        yield path, entry
+    yield from pruned(found, prune)
 
 
 def _find(root_fd: int) -> list[tuple[str, RemoteEntry]] | None:
     """The tree below ``root_fd`` as GNU find lists it, never following a symlink: it
     starts from ``/proc/self/fd/N`` (``-H`` follows that one link, to the very directory
-    the transport opened) and prints type, size, mode, target and path, NUL-separated.
-    None when find or /proc is missing, or find fails."""
+    the transport opened). None when find or /proc is missing, or find fails."""
     find = shutil.which("find")
     start = f"/proc/self/fd/{root_fd}"
     if find is None or not os.path.isdir(start):
         return None
     done = subprocess.run(  # noqa: S603 - fixed argv: no file name is in it
-        [find, "-H", start, "-mindepth", "1", "-printf", r"%y\0%s\0%m\0%l\0%P\0"],
+        [find, "-H", start, "-mindepth", "1", "-printf", FIND_PRINTF],
         pass_fds=(root_fd,),
         capture_output=True,
         check=False,
     )
-    if done.returncode != 0:
-        return None
-    fields = done.stdout.split(b"\0")
-    listed = []
-    for i in range(0, len(fields) - 4, 5):
-        kind, size, mode, target, path = fields[i : i + 5]
-        name = os.fsdecode(path)
-        if kind == b"l":
-            listed.append((name, RemoteEntry("symlink", int(size), 0o777, os.fsdecode(target))))
-        else:
-            listed.append(
-                (name, RemoteEntry(_FIND_KINDS.get(kind, "other"), int(size), int(mode, 8)))
-            )
-    return listed
-
-
-_FIND_KINDS: dict[bytes, RemoteKind] = {b"f": "file", b"d": "dir"}
+    return parse_find_listing(done.stdout) if done.returncode == 0 else None
 
 
 def walk_here(root_fd: int, prune: Prune | None) -> Iterator[tuple[str, RemoteEntry]]:

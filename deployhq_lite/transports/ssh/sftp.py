@@ -153,9 +153,13 @@ class SFTPTransport(BaseTransport):
             return RemoteEntry(kind, attrs.st_size or 0, st.S_IMODE(mode), target)
 
     def list_tree(self, prune: Prune | None = None) -> Iterator[tuple[str, RemoteEntry]]:
+        """By find on the server in one command where it can, else walked over SFTP."""
         self._require_open()
+        assert self._ssh is not None
         with self._map_errors(""):
-            yield from tree.walk(self._client(), self._root, prune)
+            timeout = self.config.connect_timeout
+            found = tree.list_remote(self._ssh, self._root, prune, open_timeout=timeout)
+            yield from found if found is not None else tree.walk(self._client(), self._root, prune)
 
     def file_digests(self, paths: Sequence[str]) -> FileDigests:
         """Hashed on the server in one command where it runs git or sha1sum, else read
