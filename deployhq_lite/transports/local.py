@@ -31,7 +31,6 @@ from .base import (
     FileDigests,
     Prune,
     RemoteEntry,
-    RemoteKind,
     Upload,
     check_relative,
 )
@@ -89,14 +88,7 @@ class LocalTransport(BaseTransport):
                 info = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
                 return None
-            if st.S_ISLNK(info.st_mode):
-                return RemoteEntry("symlink", info.st_size, 0o777, os.readlink(name, dir_fd=dfd))
-            kind: RemoteKind = "other"
-            if st.S_ISDIR(info.st_mode):
-                kind = "dir"
-            elif st.S_ISREG(info.st_mode):
-                kind = "file"
-            return RemoteEntry(kind, info.st_size, st.S_IMODE(info.st_mode))
+            return localtree.entry_of(name, dfd, info)
 
     def read_file(self, path: str) -> bytes | None:
         self._require_open()

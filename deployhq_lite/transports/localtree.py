@@ -131,7 +131,7 @@ def _list(fd: int, rel: str, prune: Prune | None) -> list[tuple[str, RemoteEntry
                 continue
             try:
                 info = item.stat(follow_symlinks=False)
-                found.append((path, _entry(item.name, fd, info)))
+                found.append((path, entry_of(item.name, fd, info)))
             except FileNotFoundError:
                 continue  # gone since it was listed
     return found
@@ -140,7 +140,8 @@ def _list(fd: int, rel: str, prune: Prune | None) -> list[tuple[str, RemoteEntry
 _name = operator.attrgetter("name")
 
 
-def _entry(name: str, dfd: int, info: os.stat_result) -> RemoteEntry:
+def entry_of(name: str, dfd: int, info: os.stat_result) -> RemoteEntry:
+    """What ``name`` in directory ``dfd`` is, from its lstat ``info``."""
     if st.S_ISLNK(info.st_mode):
         return RemoteEntry("symlink", info.st_size, 0o777, os.readlink(name, dir_fd=dfd))
     kind: RemoteKind = "other"
