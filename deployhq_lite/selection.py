@@ -49,16 +49,22 @@ def select_tree(
         if sub is None:
             raise ConfigError(f"subdirectory {subdirectory!r} is not a directory in this revision")
         tree = sub
-    lines = list(exclude)
-    ignore_file = repo.tree_entry(tree, DEPLOYIGNORE)
-    if ignore_file is not None:
-        text = repo.read_blob(ignore_file.oid).decode("utf-8", "replace")
-        exclusion_spec(text.splitlines(), where=DEPLOYIGNORE)  # say which file is wrong
-        lines += [*text.splitlines(), "/" + DEPLOYIGNORE]
-    spec = exclusion_spec(lines)
+    own = deployignore_lines(repo, tree)
+    exclusion_spec(own, where=DEPLOYIGNORE)  # say which file is wrong
+    spec = exclusion_spec([*exclude, *own])
     if spec is None:
         return tree
     return repo.build_tree((p, e) for p, e in repo.walk_tree(tree) if not spec.match_file(p))
+
+
+def deployignore_lines(repo: Repository, tree: str) -> list[str]:
+    """The patterns of ``tree``'s own ``.deployignore``, and the file itself (never
+    deployed); none when it has none."""
+    ignore_file = repo.tree_entry(tree, DEPLOYIGNORE)
+    if ignore_file is None:
+        return []
+    text = repo.read_blob(ignore_file.oid).decode("utf-8", "replace")
+    return [*text.splitlines(), "/" + DEPLOYIGNORE]
 
 
 def overlay(repo: Repository, tree: str | None, files: Mapping[str, RawEntry | None]) -> str:

@@ -166,10 +166,7 @@ def rollback_to(
         end_tree=tree,
         branch=target.branch,
         mode=mode,
-        options=DeployOptions(
-            copy_config_files=options.copy_config_files,
-            run_build_commands=options.run_build_commands,
-        ),
+        options=options.for_rollback(),
         rollback_of=target.identifier,
         group=group,
         claimed_by=claimed_by,

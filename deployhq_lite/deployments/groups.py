@@ -120,10 +120,7 @@ def create_group_rollback(
         end_tree=None,
         branch=target.branch,
         mode=mode,
-        options=DeployOptions(
-            copy_config_files=options.copy_config_files,
-            run_build_commands=options.run_build_commands,
-        ),
+        options=options.for_rollback(),
         rollback_of=target.identifier,
         claimed_by=owner_label(),  # no worker takes it before its members are in
     )

@@ -36,6 +36,14 @@ class DeployOptions:
     full: bool = False  # write every file whatever the server holds
     delete_extra: bool = False  # with ``repair``: delete what the snapshot does not have
 
+    def for_rollback(self) -> DeployOptions:
+        """What a rollback keeps of these: its config files and build choices only (it
+        goes to a kept snapshot: no config-files-only, repair or full)."""
+        return DeployOptions(
+            copy_config_files=self.copy_config_files,
+            run_build_commands=self.run_build_commands,
+        )
+
     @classmethod
     def of(cls, deployment: Deployment) -> DeployOptions:
         """The options a recorded deployment was made with."""

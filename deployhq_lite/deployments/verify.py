@@ -23,7 +23,7 @@ from ..git import MODE_EXECUTABLE, MODE_SYMLINK, MODE_TREE
 from ..log import get_logger
 from ..marker import MARKER_PATH
 from ..records import Deployment, Difference, Verification, VerificationStatus, utcnow
-from ..selection import DEPLOYIGNORE, exclusion_spec
+from ..selection import deployignore_lines, exclusion_spec
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -176,13 +176,9 @@ def _deployignore(ctx: Context, deployment: Deployment) -> list[str]:
         tree = repo.tree_of(deployment.end_revision)
         if subdirectory:
             tree = repo.subtree(tree, subdirectory.strip("/")) or tree
-        entry = repo.tree_entry(tree, DEPLOYIGNORE)
-        if entry is None:
-            return []
-        text = repo.read_blob(entry.oid).decode("utf-8", "replace")
+        return deployignore_lines(repo, tree)
     except DeployHQLiteError:
         return []
-    return [*text.splitlines(), "/" + DEPLOYIGNORE]
 
 
 def blob_matcher(ctx: Context, method: str) -> tuple[Callable[[Expected, str], bool], str]:
